@@ -1,0 +1,102 @@
+"""`python -m generator.outputs`: reads the job's output topics as a downstream user would.
+
+Uses `isolation.level=read_committed`, so it sees exactly what the exactly-once sink has
+committed: nothing from aborted or still-open Kafka transactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    topic: str
+    key: str | None
+    value: dict
+    partition: int
+    offset: int
+
+
+def read_topics(
+    bootstrap_servers: str,
+    topics: list[str],
+    until: callable = None,
+    timeout_s: float = 30.0,
+    idle_s: float = 2.0,
+) -> list[OutputRecord]:
+    """Reads the topics from the beginning.
+
+    Stops when `until(records)` is true, or, without `until`, once the committed end of every
+    partition is reached and nothing new arrived for `idle_s`; gives up after `timeout_s`.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[OutputRecord] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            for tp, messages in batch.items():
+                for m in messages:
+                    key = None if m.key is None else json.loads(m.key)
+                    records.append(
+                        OutputRecord(tp.topic, key, json.loads(m.value), tp.partition, m.offset)
+                    )
+            if batch:
+                last_new = time.monotonic()
+            if until is not None:
+                if until(records):
+                    break
+            elif time.monotonic() - last_new > idle_s:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="generator.outputs", description=__doc__)
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--topics", default="Events_Aggregated,Events_Expired,Events_DeadLetter,Events_Late"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--full", action="store_true", help="print whole records")
+    args = parser.parse_args(argv)
+    records = read_topics(args.bootstrap_servers, args.topics.split(","), timeout_s=args.timeout)
+    for r in records:
+        if args.full:
+            print(f"{r.topic:<18} {json.dumps(r.value)}")
+        else:
+            print(f"{r.topic:<18} {summarize(r.value)}")
+    print(f"{len(records)} records")
+
+
+def summarize(value: dict) -> str:
+    """One line per output record, for the demo."""
+    if "status" in value:
+        missing = f" missing={','.join(value['missing'])}" if value["missing"] else ""
+        return f"{value['transaction']} {value['status']} types={','.join(value['types'])}{missing}"
+    if "reason" in value:
+        return f"{value['reason']}: {value['detail']} ({value['topic']}@{value['offset']})"
+    return f"{value.get('transaction')} late {value.get('type')} after {value.get('final_status')}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Sends transaction plans to the type topics in the original proof of concept's format.
+
+Value `{"transaction": ..., "log": ...}` as JSON, key the JSON-quoted transaction id, and a
+partition chosen at random, so the job can rely on nothing but the value's `transaction`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+
+from generator.transactions import Transaction, record_value
+
+
+class TransactionProducer:
+    def __init__(self, bootstrap_servers: str, topic_prefix: str, rng: random.Random):
+        self.topic_prefix = topic_prefix
+        self.rng = rng
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            linger_ms=5,
+            acks="all",
+        )
+        self._partitions: dict[str, list[int]] = {}
+
+    def __enter__(self) -> TransactionProducer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+    def _random_partition(self, topic: str) -> int:
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(self.producer.partitions_for(topic) or [0])
+        return self.rng.choice(self._partitions[topic])
+
+    def send_record(self, record_type: str, value: dict, timestamp_ms: int | None = None) -> None:
+        topic = self.topic_prefix + record_type
+        self.producer.send(
+            topic,
+            key=json.dumps(value.get("transaction")).encode(),
+            value=json.dumps(value).encode(),
+            partition=self._random_partition(topic),
+            timestamp_ms=timestamp_ms,
+        )
+
+    def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
+        """Bytes as they are: for malformed input in tests and demos."""
+        self.producer.send(topic, value=value, key=key, partition=self._random_partition(topic))
+
+    def send_all(
+        self,
+        plans: Sequence[Transaction],
+        rate: float = 1000.0,
+        max_delay: float = 0.0,
+        progress: bool = False,
+    ) -> None:
+        """Sends plans at `rate` transactions per second; `max_delay` sleeps between records."""
+        started = time.monotonic()
+        for index, tx in enumerate(plans, 1):
+            for record_type in tx.sent_types:
+                self.send_record(record_type, record_value(tx.id, record_type))
+                if max_delay:
+                    time.sleep(self.rng.uniform(0, max_delay))
+            ahead = index / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            if progress and (index % 100 == 0 or index == len(plans)):
+                _progress_bar(index, len(plans), time.monotonic() - started)
+        self.producer.flush()
+        if progress:
+            print(file=sys.stderr)
+
+
+def _progress_bar(done: int, total: int, elapsed: float) -> None:
+    width = 40
+    filled = width * done // total
+    rate = done / elapsed if elapsed else 0.0
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total} tx, {rate:,.0f} tx/s", end="", file=sys.stderr, flush=True)

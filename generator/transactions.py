@@ -1,0 +1,65 @@
+"""What the microservices would send: plans of records per transaction, no Kafka involved.
+
+A plan is a list of (type, record value) in send order; the producer module sends it. Kept
+apart so tests can build the exact same plans and know what to expect from the job.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: str
+    sent_types: tuple[str, ...]  # in send order
+    omitted: tuple[str, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        return not self.omitted
+
+
+def new_id(prefix: str = "tx") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def record_value(transaction: str, record_type: str) -> dict:
+    """The original proof of concept's record: the transaction id and a log line."""
+    return {"transaction": transaction, "log": f"{record_type} handled {transaction}"}
+
+
+def plan(
+    types: Sequence[str],
+    rng: random.Random,
+    shuffle: bool = False,
+    omit: int = 0,
+    prefix: str = "tx",
+) -> Transaction:
+    """One transaction: all types, optionally shuffled, with `omit` random types left out."""
+    chosen = list(types)
+    omitted = tuple(rng.sample(chosen, omit)) if omit else ()
+    sent = [t for t in chosen if t not in omitted]
+    if shuffle:
+        rng.shuffle(sent)
+    return Transaction(new_id(prefix), tuple(sent), tuple(t for t in types if t in omitted))
+
+
+def load_plans(
+    count: int,
+    types: Sequence[str],
+    omit_probability: float,
+    shuffle_probability: float,
+    rng: random.Random,
+    prefix: str = "tx",
+) -> list[Transaction]:
+    """N transactions; a fraction leaves out 1..len-1 types, a fraction arrives shuffled."""
+    plans = []
+    for _ in range(count):
+        omit = rng.randint(1, len(types) - 1) if rng.random() < omit_probability else 0
+        shuffle = rng.random() < shuffle_probability
+        plans.append(plan(types, rng, shuffle=shuffle, omit=omit, prefix=prefix))
+    return plans

@@ -1,0 +1,166 @@
+"""Every setting of the correlator job, typed, with defaults that run the local demo.
+
+One dataclass holds them; `--help` is generated from the same table, so an option cannot
+exist in one place and be missing from the other.
+"""
+
+import argparse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers"}
+    )
+    types: tuple[str, ...] = field(
+        default=DEFAULT_TYPES,
+        metadata={"help": "record types a complete transaction has, comma-separated"},
+    )
+    topic_prefix: str = field(
+        default="Events-",
+        metadata={"help": "input topic of a type = prefix + type (Events-TypeA, ...)"},
+    )
+    aggregated_topic: str = field(
+        default="Events_Aggregated", metadata={"help": "topic for complete transactions"}
+    )
+    expired_topic: str = field(
+        default="Events_Expired", metadata={"help": "topic for partial, timed-out transactions"}
+    )
+    dead_letter_topic: str = field(
+        default="Events_DeadLetter", metadata={"help": "topic for malformed and duplicate records"}
+    )
+    late_topic: str = field(
+        default="Events_Late",
+        metadata={"help": "topic for records of transactions already emitted"},
+    )
+    timeout_s: float = field(
+        default=120.0,
+        metadata={"help": "seconds after a transaction's first record before it expires"},
+    )
+    out_of_orderness_s: float = field(
+        default=5.0, metadata={"help": "bounded out-of-orderness of event time, seconds"}
+    )
+    idleness_s: float = field(
+        default=30.0, metadata={"help": "a partition silent this long stops holding back time"}
+    )
+    expiry_grace_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "processing-time fallback: a partial also expires this long after "
+            "timeout in wall-clock time, so expiry happens when every producer is quiet"
+        },
+    )
+    closed_retention_s: float = field(
+        default=600.0,
+        metadata={"help": "how long a closed transaction is remembered to catch late records"},
+    )
+    max_record_bytes: int = field(
+        default=1_000_000, metadata={"help": "larger input records go to the dead-letter topic"}
+    )
+    timestamp_field: str = field(
+        default="",
+        metadata={"help": "optional epoch-millis field of the value used as event time"},
+    )
+    parallelism: int = field(default=0, metadata={"help": "job parallelism (0: cluster default)"})
+    checkpoint_interval_s: float = field(
+        default=0.0, metadata={"help": "checkpoint interval (0: flink-conf/config.yaml's)"}
+    )
+    group_id: str = field(default="txn-correlator", metadata={"help": "Kafka consumer group"})
+    transactional_id_prefix: str = field(
+        default="txn-correlator", metadata={"help": "prefix of the sink's Kafka transactional ids"}
+    )
+    transaction_timeout_ms: int = field(
+        default=600_000,
+        metadata={"help": "Kafka transaction timeout; at most the broker's maximum (15 min)"},
+    )
+    kafka_properties: str = field(
+        default="",
+        metadata={"help": "properties file passed to every Kafka client (SASL, TLS, ...)"},
+    )
+    bounded: bool = field(
+        default=False,
+        metadata={"help": "stop at the topics' current end (tests and replays)"},
+    )
+    job_name: str = field(default="txn-correlator", metadata={"help": "Flink job name"})
+    jars: tuple[str, ...] = field(
+        default=(), metadata={"help": "connector jars for the pipeline, comma-separated"}
+    )
+
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.topic_prefix + t for t in self.types]
+
+    @property
+    def output_topics(self) -> list[str]:
+        return [self.aggregated_topic, self.expired_topic, self.dead_letter_topic, self.late_topic]
+
+    def type_of(self, topic: str) -> str | None:
+        """The record type a topic carries, or None for a topic that is no configured type."""
+        if topic.startswith(self.topic_prefix) and topic[len(self.topic_prefix) :] in self.types:
+            return topic[len(self.topic_prefix) :]
+        return None
+
+    def describe(self) -> dict:
+        """The effective settings for the start-up log, with secrets masked."""
+        settings = {f.name: getattr(self, f.name) for f in fields(self)}
+        settings["kafka_client_properties"] = {
+            k: "***" if _secret(k) else v for k, v in self.kafka_client_properties().items()
+        }
+        return settings
+
+    def kafka_client_properties(self) -> dict[str, str]:
+        if not self.kafka_properties:
+            return {}
+        return read_properties(Path(self.kafka_properties))
+
+
+def _secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret", "jaas", "token", "key"))
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Java-style `key=value` lines; `#` and `!` start comments."""
+    result = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, _, value = line.partition("=")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="job",
+        description="Correlates per-type Kafka records into one aggregate per transaction.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields(JobConfig):
+        kind = f.type
+        if kind is bool:
+            parser.add_argument(_option(f.name), action="store_true", help=f.metadata["help"])
+            continue
+        if kind == tuple[str, ...]:
+            convert, default = _csv, ",".join(f.default)
+        else:
+            convert, default = kind, f.default
+        parser.add_argument(_option(f.name), type=convert, default=default, help=f.metadata["help"])
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> JobConfig:
+    namespace = build_parser().parse_args(argv)
+    return JobConfig(**vars(namespace))

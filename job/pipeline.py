@@ -1,0 +1,61 @@
+"""Wires source -> parse -> key_by(transaction) -> correlate -> sink into one Flink job.
+
+Cluster-wide settings (state backend, checkpointing, execution mode, restart strategy) live
+in `flink-conf/config.yaml`; only what the job's own options change is set here.
+"""
+
+from __future__ import annotations
+
+from pyflink.common import Configuration, Types
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import EnvironmentSettings, StreamTableEnvironment
+
+from job.config import JobConfig
+from job.correlate import DEAD_LETTERS, EVENT_TYPE, Correlate, ParseRecords
+from job.sinks import OUTPUT_TYPE, write_output_records
+from job.sources import input_records
+
+
+def environment(config: JobConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    settings = Configuration()
+    if config.jars:
+        settings.set_string("pipeline.jars", ";".join(_as_url(j) for j in config.jars))
+    env = StreamExecutionEnvironment.get_execution_environment(settings)
+    if config.parallelism:
+        env.set_parallelism(config.parallelism)
+    if config.checkpoint_interval_s:
+        env.enable_checkpointing(int(config.checkpoint_interval_s * 1000))
+    t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
+    t_env.get_config().set("table.exec.source.idle-timeout", f"{int(config.idleness_s * 1000)} ms")
+    t_env.get_config().set("pipeline.name", config.job_name)
+    return env, t_env
+
+
+def _as_url(path: str) -> str:
+    return path if "://" in path else f"file://{path}"
+
+
+def build(config: JobConfig) -> StreamExecutionEnvironment:
+    """Builds the whole job graph on one environment; `env.execute()` runs it."""
+    env, t_env = environment(config)
+    records = input_records(t_env, config)
+    events = (
+        records.process(ParseRecords(config), output_type=EVENT_TYPE)
+        .name("parse records")
+        .uid("parse-records")
+    )
+    aggregates = (
+        events.key_by(lambda e: e[0], key_type=Types.STRING())
+        .process(Correlate(config), output_type=OUTPUT_TYPE)
+        .name("correlate transactions")
+        .uid("correlate-transactions")
+    )
+    outputs = aggregates.union(events.get_side_output(DEAD_LETTERS))
+    # Attaching the SQL sink to the DataStream graph lets PyFlink's own execute() configure
+    # the Python operators (chaining, executable, memory) for the whole job.
+    write_output_records(t_env, outputs, config).attach_as_datastream()
+    return env
+
+
+def run(config: JobConfig) -> None:
+    build(config).execute(config.job_name)

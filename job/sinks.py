@@ -1,0 +1,49 @@
+"""The output: one exactly-once Kafka sink for every result topic.
+
+Declared in Flink SQL (`sql/output_records.sql`) because the SQL connector writes a key and
+a topic per row from plain columns, which the Python DataStream sink cannot do without an
+extra Python operator in the chain.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+from pyflink.common import Types
+from pyflink.datastream import DataStream
+from pyflink.table import StreamTableEnvironment
+
+from job.config import JobConfig
+from job.sql import render_options, sql_text
+
+# Every Python operator emits rows of this shape; the sink routes them by `topic`.
+OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
+
+
+def sink_options(config: JobConfig) -> dict[str, str]:
+    options = {
+        "connector": "kafka",
+        "topic": ";".join(config.output_topics),
+        "properties.bootstrap.servers": config.bootstrap_servers,
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": config.transactional_id_prefix,
+        "properties.transaction.timeout.ms": str(config.transaction_timeout_ms),
+    }
+    for key, value in config.kafka_client_properties().items():
+        options[f"properties.{key}"] = value
+    return options
+
+
+def write_output_records(t_env: StreamTableEnvironment, rows: DataStream, config: JobConfig):
+    """Adds the sink to a statement set; the caller attaches it to the job."""
+    ddl = Template(sql_text("output_records.sql")).substitute(
+        options=render_options(sink_options(config))
+    )
+    t_env.execute_sql(ddl)
+    statements = t_env.create_statement_set()
+    statements.add_insert("output_records", t_env.from_data_stream(rows))
+    return statements

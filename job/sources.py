@@ -1,0 +1,57 @@
+"""The input: one Kafka source over the type topics, as a DataStream of raw records.
+
+The source is declared in Flink SQL (`sql/input_records.sql`) because the SQL connector
+exposes what the Python DataStream connector hides: each record's topic, partition, offset
+and timestamp. Watermarks are generated per partition inside the Java source, so no Python
+timestamp assigner sits in the chain.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+from pyflink.datastream import DataStream
+from pyflink.table import StreamTableEnvironment
+
+from job.config import JobConfig
+from job.sql import render_options, sql_text
+
+# The columns the parser receives, in order.
+INPUT_COLUMNS = "payload, topic, `partition`, `offset`, event_time"
+
+
+def event_time_expression(config: JobConfig) -> str:
+    if not config.timestamp_field:
+        return "`kafka_time`"
+    field = config.timestamp_field.replace("'", "''")
+    millis = f"TRY_CAST(JSON_VALUE(CAST(`payload` AS STRING), '$.{field}') AS BIGINT)"
+    return f"COALESCE(TO_TIMESTAMP_LTZ({millis}, 3), `kafka_time`)"
+
+
+def source_options(config: JobConfig) -> dict[str, str]:
+    options = {
+        "connector": "kafka",
+        "topic": ";".join(config.input_topics),
+        "properties.bootstrap.servers": config.bootstrap_servers,
+        "properties.group.id": config.group_id,
+        "properties.auto.offset.reset": "earliest",
+        "scan.startup.mode": "group-offsets",
+        "value.format": "raw",
+    }
+    if config.bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+        options["scan.startup.mode"] = "earliest-offset"
+    for key, value in config.kafka_client_properties().items():
+        options[f"properties.{key}"] = value
+    return options
+
+
+def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
+    ddl = Template(sql_text("input_records.sql")).substitute(
+        event_time=event_time_expression(config),
+        out_of_orderness=f"{config.out_of_orderness_s:.3f}",
+        options=render_options(source_options(config)),
+    )
+    t_env.execute_sql(ddl)
+    table = t_env.sql_query(f"SELECT {INPUT_COLUMNS} FROM input_records")
+    return t_env.to_data_stream(table)

@@ -1,0 +1,19 @@
+"""Reads the SQL files in `sql/` and renders connector options into a WITH clause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def sql_text(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def render_options(options: dict[str, str]) -> str:
+    return ",\n".join(f"  {_quote(k)} = {_quote(str(v))}" for k, v in options.items())

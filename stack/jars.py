@@ -1,0 +1,87 @@
+"""Fetches the Java artifacts the platform needs from Maven Central, once.
+
+Maven resolves the transitive dependencies of the Kafka broker for us; the Flink connector
+is a shaded jar and is copied alone. A marker file per bundle records what was fetched, so a
+second call costs nothing and a changed pin fetches again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from stack.paths import JARS
+
+KAFKA_VERSION = "4.1.1"
+FLINK_KAFKA_CONNECTOR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
+
+# bundle name -> (artifacts, include transitive dependencies)
+BUNDLES: dict[str, tuple[list[str], bool]] = {
+    "kafka": (
+        [
+            f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
+            "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
+        ],
+        True,
+    ),
+    "flink": ([FLINK_KAFKA_CONNECTOR], False),
+}
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local</groupId><artifactId>{name}-bundle</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>{deps}</dependencies>
+</project>
+"""
+_DEP = (
+    "<dependency><groupId>{}</groupId><artifactId>{}</artifactId>"
+    "<version>{}</version>{}</dependency>"
+)
+_NO_TRANSITIVE = (
+    "<exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions>"
+)
+
+
+def bundle_dir(name: str) -> Path:
+    return JARS / name
+
+
+def fetch(name: str) -> Path:
+    """Copies one bundle's jars into `.cache/jars/<name>/` unless already there."""
+    artifacts, transitive = BUNDLES[name]
+    target = bundle_dir(name)
+    marker = target / ".fetched"
+    spec = "\n".join(artifacts)
+    if marker.exists() and marker.read_text() == spec:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    deps = "".join(
+        _DEP.format(*coords.split(":"), "" if transitive else _NO_TRANSITIVE)
+        for coords in artifacts
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_POM.format(name=name, deps=deps))
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={target}",
+                "-DincludeScope=runtime",
+            ],
+            check=True,
+        )  # fmt: skip
+    marker.write_text(spec)
+    return target
+
+
+def fetch_all() -> None:
+    for name in BUNDLES:
+        fetch(name)
+
+
+def connector_jars() -> list[Path]:
+    """The jars a Flink job using Kafka needs on its pipeline class path."""
+    return sorted(fetch("flink").glob("*.jar"))

@@ -1,0 +1,185 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from the jars on Maven Central.
+
+The broker is one JVM playing both roles (broker and controller) on 127.0.0.1. Its storage,
+log and pid file live in `.run/kafka-<port>/`, so a test broker on another port never touches
+the demo's.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from stack import jars
+from stack.paths import RUN
+
+_LOG4J = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""
+
+
+@dataclass
+class KafkaBroker:
+    port: int = 9092
+    controller_port: int = 9093
+    partitions: int = 3
+    heap: str = "768m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def home(self) -> Path:
+        return RUN / f"kafka-{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    def _properties(self) -> str:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            "num.partitions": str(self.partitions),
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Flink's exactly-once sink keeps transactions open across a checkpoint and a restart.
+            "transaction.max.timeout.ms": "900000",
+        }
+        return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def _java(self, main: str, *args: str, log: Path) -> list[str]:
+        classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("kafka").glob("*.jar")))
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
+            f"-Dlog4j2.configurationFile={self._log4j(log)}",
+            "-cp", classpath, main, *args,
+        ]  # fmt: skip
+
+    def _log4j(self, log: Path) -> Path:
+        path = log.with_suffix(".log4j2.properties")
+        path.write_text(_LOG4J.format(log=log))
+        return path
+
+    def running(self) -> bool:
+        return _alive(self.pid_file)
+
+    def start(self, timeout: float = 90) -> None:
+        """Formats storage on first use, starts the broker and waits until it answers."""
+        if self.running():
+            self.wait_ready(timeout)
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(self._properties())
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+                    f"--cluster-id={cluster_id}", "-c", str(config), log=self.home / "format.log",
+                ),
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        with open(self.home / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(config), log=self.home / "server.log"),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                admin.list_topics()
+                admin.close()
+                return
+            except KafkaError:
+                if not self.running():
+                    raise RuntimeError(f"Kafka exited; see {self.home / 'stdout.log'}") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Kafka on {self.bootstrap} did not answer") from None
+                time.sleep(1)
+
+    def create_topics(self, topics: list[str], partitions: int | None = None) -> None:
+        """Creates the topics that do not exist yet (an existing topic is kept as it is)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            existing = set(admin.list_topics())
+            count = partitions or self.partitions
+            new = {t: {"num_partitions": count, "replication_factor": 1} for t in topics}
+            new = {t: options for t, options in new.items() if t not in existing}
+            if new:
+                admin.create_topics(new, raise_errors=False, wait_for_metadata=True)
+        finally:
+            admin.close()
+
+    def stop(self, timeout: float = 30) -> None:
+        _terminate(self.pid_file, timeout)
+
+
+def _alive(pid_file: Path) -> bool:
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+
+
+def _terminate(pid_file: Path, timeout: float) -> None:
+    """SIGTERM for a clean shutdown, SIGKILL if it does not come in time."""
+    if not _alive(pid_file):
+        pid_file.unlink(missing_ok=True)
+        return
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not _alive(pid_file):
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)

@@ -1,0 +1,20 @@
+"""Where the local platform keeps its downloads and its running state.
+
+Everything here lives under the repository in folders ignored by git, so a fresh clone
+starts clean and `bin/stop` plus `rm -rf .cache .run` returns the machine to nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyflink
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+RUN = ROOT / ".run"
+JARS = CACHE / "jars"
+FLINK_CONF = ROOT / "flink-conf"
+FLINK_HOME = Path(pyflink.__file__).resolve().parent
+PYTHON = Path(sys.executable)
