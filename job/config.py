@@ -108,6 +108,20 @@ class JobConfig:
             return topic[len(self.topic_prefix) :]
         return None
 
+    def to_args(self) -> list[str]:
+        """Command-line options that reproduce this configuration (non-defaults only)."""
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.type is bool:
+                args.append(_option(f.name))
+            else:
+                text = ",".join(value) if isinstance(value, tuple) else str(value)
+                args += [_option(f.name), text]
+        return args
+
     def describe(self) -> dict:
         """The effective settings for the start-up log, with secrets masked."""
         settings = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -123,7 +137,9 @@ class JobConfig:
 
 
 def _secret(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "jaas", "token", "key"))
+    return any(
+        word in key.lower() for word in ("password", "secret", "jaas", "token", "credential")
+    )
 
 
 def read_properties(path: Path) -> dict[str, str]:

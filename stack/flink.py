@@ -53,10 +53,28 @@ class FlinkCluster:
         }
         return [arg for k, v in settings.items() for arg in ("-D", f"{k}={v}")]
 
+    @property
+    def lib(self) -> Path:
+        return self.home / "lib"
+
+    def _link_lib(self) -> None:
+        """The distribution's lib/ plus flink-python from opt/, which Python jobs need there."""
+        self.lib.mkdir(parents=True, exist_ok=True)
+        jars = [
+            *(FLINK_HOME / "lib").glob("*.jar"),
+            *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
+        ]
+        for jar in jars:
+            link = self.lib / jar.name
+            if not link.exists():
+                link.symlink_to(jar)
+
     def env(self) -> dict[str, str]:
+        self._link_lib()
         env = dict(os.environ)
         env.update(
             FLINK_CONF_DIR=str(FLINK_CONF),
+            FLINK_LIB_DIR=str(self.lib),
             FLINK_LOG_DIR=str(self.home / "log"),
             FLINK_PID_DIR=str(self.home),
             PATH=f"{PYTHON.parent}{os.pathsep}{env.get('PATH', '')}",
@@ -161,3 +179,13 @@ class FlinkCluster:
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}", method="PATCH")
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
+
+
+def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs the job in a local minicluster (its own JVM), with the repository's flink-conf/."""
+    env = dict(os.environ, FLINK_CONF_DIR=str(FLINK_CONF))
+    jar_list = ",".join(str(p) for p in jars.connector_jars())
+    return subprocess.run(
+        [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip

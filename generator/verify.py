@@ -1,0 +1,74 @@
+"""Checks the job's output against what the generator sent: lost, duplicated, misplaced.
+
+Shared by the integration tests, the fault-injection tests and the benchmark, so "correct"
+means the same thing everywhere: every transaction exactly once, in the topic its
+completeness calls for, with exactly the parts that were sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from generator.outputs import OutputRecord
+from generator.transactions import Transaction, record_value
+
+
+@dataclass
+class Report:
+    expected: int
+    seen: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    wrong_topic: list[str] = field(default_factory=list)
+    wrong_parts: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost or self.duplicated or self.wrong_topic or self.wrong_parts or self.unexpected
+        )
+
+    def summary(self) -> str:
+        return (
+            f"expected={self.expected} seen={self.seen} lost={len(self.lost)} "
+            f"duplicated={len(self.duplicated)} wrong_topic={len(self.wrong_topic)} "
+            f"wrong_parts={len(self.wrong_parts)} unexpected={len(self.unexpected)}"
+        )
+
+
+def verify(
+    plans: Sequence[Transaction],
+    records: Iterable[OutputRecord],
+    aggregated_topic: str,
+    expired_topic: str,
+) -> Report:
+    """Compares aggregates and partials with the plans; other topics are ignored."""
+    by_id = {p.id: p for p in plans}
+    outputs = [r for r in records if r.topic in (aggregated_topic, expired_topic)]
+    counts = Counter(r.value["transaction"] for r in outputs)
+    report = Report(expected=len(plans), seen=len(counts))
+    report.lost = [tx for tx in by_id if tx not in counts]
+    report.duplicated = [tx for tx, n in counts.items() if n > 1]
+    report.unexpected = [tx for tx in counts if tx not in by_id]
+    for record in outputs:
+        plan = by_id.get(record.value["transaction"])
+        if plan is None:
+            continue
+        wanted_topic = aggregated_topic if plan.complete else expired_topic
+        if record.topic != wanted_topic or record.key != plan.id:
+            report.wrong_topic.append(plan.id)
+        if not _parts_match(plan, record.value):
+            report.wrong_parts.append(plan.id)
+    return report
+
+
+def _parts_match(plan: Transaction, value: dict) -> bool:
+    sent = {t: record_value(plan.id, t) for t in plan.sent_types}
+    return (
+        value["parts"] == sent
+        and set(value["types"]) == set(plan.sent_types)
+        and set(value["missing"]) == set(plan.omitted)
+    )

@@ -1,0 +1,71 @@
+"""One real Kafka broker and one real Flink cluster per test session, on ports of their own.
+
+Test ports differ from the demo's (9092, 8081), so the tests run beside a running demo.
+Each test gets topics under a unique prefix from `topics`, so tests never see each other's
+records and the broker is started once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass, replace
+
+import pytest
+
+from job.config import JobConfig
+from stack.flink import FlinkCluster
+from stack.kafka import KafkaBroker
+
+KAFKA_PORT = 19092
+FLINK_REST_PORT = 18081
+
+
+@pytest.fixture(scope="session")
+def kafka() -> KafkaBroker:
+    broker = KafkaBroker(port=KAFKA_PORT, controller_port=KAFKA_PORT + 1)
+    broker.stop()
+    shutil.rmtree(broker.home, ignore_errors=True)  # every session starts from empty topics
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def flink(kafka) -> FlinkCluster:
+    cluster = FlinkCluster(rest_port=FLINK_REST_PORT, rpc_port=16123, taskmanagers=1)
+    cluster.stop()
+    shutil.rmtree(cluster.home, ignore_errors=True)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class Topics:
+    """A test's own topic names and a job configuration that uses them."""
+
+    config: JobConfig
+    broker: KafkaBroker
+
+    def create(self, partitions: int = 3) -> Topics:
+        self.broker.create_topics(self.config.input_topics, partitions)
+        self.broker.create_topics(self.config.output_topics, partitions)
+        return self
+
+
+@pytest.fixture
+def topics(kafka) -> Topics:
+    tag = uuid.uuid4().hex[:8]
+    config = replace(
+        JobConfig(),
+        bootstrap_servers=kafka.bootstrap,
+        topic_prefix=f"t{tag}-Events-",
+        aggregated_topic=f"t{tag}-Events_Aggregated",
+        expired_topic=f"t{tag}-Events_Expired",
+        dead_letter_topic=f"t{tag}-Events_DeadLetter",
+        late_topic=f"t{tag}-Events_Late",
+        group_id=f"t{tag}",
+        transactional_id_prefix=f"t{tag}",
+    )
+    return Topics(config, kafka).create()

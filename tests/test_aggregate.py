@@ -1,0 +1,85 @@
+"""The correlation rules, without Flink: milliseconds per test."""
+
+import json
+
+import pytest
+
+from job.aggregate import (
+    COMPLETE,
+    EXPIRED,
+    Part,
+    Verdict,
+    build_aggregate,
+    classify,
+    expiry_deadline,
+    kafka_key,
+    late_record,
+)
+from job.records import Event, Source
+
+TYPES = ("TypeA", "TypeB", "TypeC")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "held", "closed", "verdict"),
+    [
+        ("TypeA", [], None, Verdict.OPENED),
+        ("TypeB", ["TypeA"], None, Verdict.HELD),
+        ("TypeC", ["TypeA", "TypeB"], None, Verdict.COMPLETED),
+        ("TypeA", ["TypeC", "TypeB"], None, Verdict.COMPLETED),  # order does not matter
+        ("TypeA", ["TypeA"], None, Verdict.DUPLICATE),
+        ("TypeA", ["TypeA", "TypeB"], None, Verdict.DUPLICATE),
+        ("TypeA", [], COMPLETE, Verdict.LATE),
+        ("TypeC", [], EXPIRED, Verdict.LATE),
+    ],
+)
+def test_classify(event_type, held, closed, verdict):
+    assert classify(event_type, held, closed, TYPES) is verdict
+
+
+def test_single_type_completes_on_first_record():
+    assert classify("TypeA", [], None, ["TypeA"]) is Verdict.COMPLETED
+
+
+def test_expiry_deadline_is_first_event_plus_timeout():
+    assert expiry_deadline(1_000, 120_000) == 121_000
+
+
+def _part(seq: int, t: int, record_type: str) -> Part:
+    return Part(seq, t, json.dumps({"transaction": "tx-1", "log": record_type}))
+
+
+def test_complete_aggregate_lists_parts_in_arrival_order_and_types_in_config_order():
+    parts = {"TypeC": _part(0, 500, "c"), "TypeA": _part(1, 700, "a"), "TypeB": _part(2, 650, "b")}
+    record = build_aggregate("tx-1", parts, TYPES, COMPLETE, emitted_at=9_999)
+    assert record["transaction"] == "tx-1"
+    assert record["status"] == COMPLETE
+    assert record["types"] == ["TypeA", "TypeB", "TypeC"]
+    assert record["missing"] == []
+    assert record["arrival_order"] == ["TypeC", "TypeA", "TypeB"]
+    assert record["parts"]["TypeA"] == {"transaction": "tx-1", "log": "a"}
+    assert (record["first_event_time"], record["last_event_time"]) == (500, 700)
+    assert record["duration_ms"] == 200
+    assert record["emitted_at"] == 9_999
+
+
+def test_expired_aggregate_names_missing_types():
+    parts = {"TypeB": _part(0, 100, "b")}
+    record = build_aggregate("tx-1", parts, TYPES, EXPIRED, emitted_at=0)
+    assert record["status"] == EXPIRED
+    assert record["types"] == ["TypeB"]
+    assert record["missing"] == ["TypeA", "TypeC"]
+    assert list(record["parts"]) == ["TypeB"]
+
+
+def test_late_record_carries_final_status_and_origin():
+    event = Event("tx-9", "TypeA", '{"transaction": "tx-9"}', Source("Events-TypeA", 2, 41, 123))
+    late = late_record(event, EXPIRED)
+    assert late["final_status"] == EXPIRED
+    assert (late["topic"], late["partition"], late["offset"]) == ("Events-TypeA", 2, 41)
+    assert late["value"] == {"transaction": "tx-9"}
+
+
+def test_kafka_key_is_json_quoted_like_the_original_producer():
+    assert kafka_key("tx-1") == '"tx-1"'
+    assert kafka_key(None) is None

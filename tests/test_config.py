@@ -1,0 +1,62 @@
+"""Configuration: defaults run the demo, every field is an option, secrets stay masked."""
+
+from dataclasses import fields
+
+from job.config import JobConfig, build_parser, parse_args
+
+
+def test_defaults_match_the_original_proof_of_concept():
+    config = parse_args([])
+    assert config == JobConfig()
+    assert config.input_topics == [f"Events-Type{c}" for c in "ABCDE"]
+    assert config.aggregated_topic == "Events_Aggregated"
+    assert config.expired_topic == "Events_Expired"
+    assert config.timeout_s == 120
+
+
+def test_every_setting_is_in_help():
+    text = build_parser().format_help()
+    for f in fields(JobConfig):
+        assert "--" + f.name.replace("_", "-") in text
+
+
+def test_options_parse_to_typed_values():
+    config = parse_args(
+        ["--types", "A,B", "--timeout-s", "5", "--bounded", "--parallelism", "2", "--jars", "x,y"]
+    )
+    assert config.types == ("A", "B")
+    assert config.timeout_s == 5.0
+    assert config.bounded is True
+    assert config.parallelism == 2
+    assert config.jars == ("x", "y")
+
+
+def test_type_of_topic():
+    config = JobConfig()
+    assert config.type_of("Events-TypeC") == "TypeC"
+    assert config.type_of("Events-TypeZ") is None
+    assert config.type_of("Other-TypeA") is None
+
+
+def test_kafka_properties_file_passes_through_and_secrets_are_masked(tmp_path):
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "# comment\nsecurity.protocol=SASL_SSL\nsasl.jaas.config=secret stuff\n"
+        "ssl.truststore.password = hunter2\n"
+    )
+    config = parse_args(["--kafka-properties", str(props)])
+    assert config.kafka_client_properties() == {
+        "security.protocol": "SASL_SSL",
+        "sasl.jaas.config": "secret stuff",
+        "ssl.truststore.password": "hunter2",
+    }
+    described = config.describe()["kafka_client_properties"]
+    assert described["security.protocol"] == "SASL_SSL"
+    assert described["sasl.jaas.config"] == "***"
+    assert described["ssl.truststore.password"] == "***"
+
+
+def test_to_args_round_trips():
+    config = JobConfig(types=("X", "Y"), timeout_s=3.5, bounded=True, group_id="g")
+    assert parse_args(config.to_args()) == config
+    assert JobConfig().to_args() == []
