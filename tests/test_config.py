@@ -1,6 +1,7 @@
 """Configuration: defaults run the demo, every field is an option, secrets stay masked."""
 
 from dataclasses import fields
+from pathlib import Path
 
 from job.config import JobConfig, build_parser, parse_args
 
@@ -60,3 +61,9 @@ def test_to_args_round_trips():
     config = JobConfig(types=("X", "Y"), timeout_s=3.5, bounded=True, group_id="g")
     assert parse_args(config.to_args()) == config
     assert JobConfig().to_args() == []
+
+
+def test_readme_documents_every_option():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for f in fields(JobConfig):
+        assert f"`--{f.name.replace('_', '-')}`" in readme, f.name
