@@ -1,8 +1,9 @@
 """The correlation rules: when a transaction is complete, expired, late or duplicated.
 
-Plain Python with no Flink imports, so every rule is unit-tested in milliseconds. The Flink
-`KeyedProcessFunction` in `job.correlate` keeps the state these functions read and acts on
-the verdict they return.
+Plain Python with no Flink imports, so every rule is unit- and property-tested in
+milliseconds. The rules read and write one transaction's state through the small
+`TransactionState` interface; the Flink `KeyedProcessFunction` in `job.correlate` implements
+it over `MapState`/`ValueState` and adds the timers, a test implements it over a dict.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
-from job.records import Event
+from job.records import DUPLICATE, DeadLetter, Event
 
 COMPLETE = "complete"
 EXPIRED = "expired"
+
+# Kinds of output; the job maps each to its configured topic.
+AGGREGATED = "aggregated"
+EXPIRED_OUT = "expired"
+DEAD_LETTER = "dead_letter"
+LATE = "late"
 
 
 class Verdict(Enum):
@@ -33,6 +41,32 @@ class Part:
     seq: int  # arrival order within the transaction, 0-based
     event_time: int
     value: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Output:
+    kind: str  # AGGREGATED, EXPIRED_OUT, DEAD_LETTER or LATE
+    key: str | None  # the JSON-quoted transaction id
+    value: str  # a JSON document
+
+
+@dataclass(frozen=True)
+class Step:
+    verdict: Verdict
+    output: Output | None
+
+
+class TransactionState(Protocol):
+    """One transaction's state: the parts held while open, a status once closed."""
+
+    def held_types(self) -> list[str]: ...
+    def add_part(self, record_type: str, part: Part) -> None: ...
+    def parts(self) -> dict[str, Part]: ...
+    def clear_parts(self) -> None: ...
+    def closed_status(self) -> str | None: ...
+    def mark_closed(self, status: str) -> None: ...
 
 
 def classify(
@@ -48,6 +82,40 @@ def classify(
     if set(held) | {event_type} >= set(expected):
         return Verdict.COMPLETED
     return Verdict.OPENED if not held else Verdict.HELD
+
+
+def on_event(state: TransactionState, event: Event, expected: Collection[str], now_ms: int) -> Step:
+    """Applies one record to its transaction; the caller starts timers on OPENED."""
+    held = state.held_types()
+    closed = state.closed_status()
+    verdict = classify(event.type, held, closed, expected)
+    if verdict is Verdict.LATE:
+        return Step(verdict, Output(LATE, kafka_key(event.transaction), late_record(event, closed)))
+    if verdict is Verdict.DUPLICATE:
+        letter = DeadLetter(
+            DUPLICATE,
+            f"type {event.type} already held for this transaction; the first is kept",
+            event.value.encode(),
+            event.source,
+            event.transaction,
+        )
+        return Step(verdict, Output(DEAD_LETTER, kafka_key(event.transaction), letter.to_json()))
+    s = event.source
+    state.add_part(event.type, Part(len(held), s.timestamp, event.value, s.partition, s.offset))
+    if verdict is Verdict.COMPLETED:
+        return Step(verdict, close(state, event.transaction, expected, COMPLETE, now_ms))
+    return Step(verdict, None)
+
+
+def close(
+    state: TransactionState, transaction: str, expected: Collection[str], status: str, now_ms: int
+) -> Output:
+    """Emits the transaction, drops its parts and remembers how it closed."""
+    record = build_aggregate(transaction, state.parts(), expected, status, now_ms)
+    state.clear_parts()
+    state.mark_closed(status)
+    kind = AGGREGATED if status == COMPLETE else EXPIRED_OUT
+    return Output(kind, kafka_key(transaction), json.dumps(record))
 
 
 def expiry_deadline(first_event_time: int, timeout_ms: int) -> int:
@@ -71,6 +139,9 @@ def build_aggregate(
         "types": [t for t in expected if t in parts],
         "missing": [t for t in expected if t not in parts],
         "parts": {t: json.loads(parts[t].value) for t in arrival},
+        "sources": {
+            t: {"partition": parts[t].partition, "offset": parts[t].offset} for t in arrival
+        },
         "arrival_order": arrival,
         "first_event_time": min(times),
         "last_event_time": max(times),
@@ -79,18 +150,20 @@ def build_aggregate(
     }
 
 
-def late_record(event: Event, final_status: str) -> dict:
+def late_record(event: Event, final_status: str) -> str:
     """What goes to the late topic: the record and the status its transaction closed with."""
-    return {
-        "transaction": event.transaction,
-        "type": event.type,
-        "final_status": final_status,
-        "topic": event.source.topic,
-        "partition": event.source.partition,
-        "offset": event.source.offset,
-        "timestamp": event.source.timestamp,
-        "value": json.loads(event.value),
-    }
+    return json.dumps(
+        {
+            "transaction": event.transaction,
+            "type": event.type,
+            "final_status": final_status,
+            "topic": event.source.topic,
+            "partition": event.source.partition,
+            "offset": event.source.offset,
+            "timestamp": event.source.timestamp,
+            "value": json.loads(event.value),
+        }
+    )
 
 
 def kafka_key(transaction: str | None) -> str | None:

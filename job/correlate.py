@@ -1,28 +1,36 @@
-"""The Flink functions: a thin shell that keeps state and timers for the rules.
+"""The Flink functions: a thin shell that keeps state, timers and metrics for the rules.
 
-`ParseRecords` runs before `key_by` and splits off dead letters; `Correlate` runs per
-transaction with a `MapState` (type -> part) and two timers: an event-time timer at first
-event + timeout, and a processing-time fallback that expires a partial even when every
-producer has gone quiet and event time stands still.
+`ParseRecords` runs before `key_by` and splits off dead letters. `Correlate` runs per
+transaction: the rules in `job.aggregate` decide, this class stores the parts in a
+`MapState` (type -> part) and keeps two timers per open transaction: an event-time timer at
+first event + timeout, and a processing-time fallback that expires a partial even when every
+producer has gone quiet and event time stands still. A closed transaction keeps only its
+status, until a processing-time timer forgets it after the retention.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import (
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    TimeDomain,
+)
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from job import aggregate
-from job.aggregate import COMPLETE, EXPIRED, Part, Verdict
+from job.aggregate import EXPIRED, Output, Part, Verdict
 from job.config import JobConfig
-from job.records import DUPLICATE, DeadLetter, Event, Source, parse
+from job.records import DeadLetter, Event, Source, parse
 from job.sinks import OUTPUT_TYPE
 
-# A parsed event on its way from the parser to the correlator.
 _STR, _INT, _LONG = Types.STRING(), Types.INT(), Types.LONG()
+
+# A parsed event on its way from the parser to the correlator.
 EVENT_TYPE = Types.ROW_NAMED(
     ["transaction", "type", "value", "topic", "partition", "offset", "timestamp"],
     [_STR, _STR, _STR, _STR, _INT, _LONG, _LONG],
@@ -30,36 +38,70 @@ EVENT_TYPE = Types.ROW_NAMED(
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_TYPE)
 
 # State layout; names and types are part of the savepoint format, change them with care.
-PART_TYPE = Types.TUPLE([Types.INT(), Types.LONG(), Types.STRING()])  # seq, event time, value
-PARTS = MapStateDescriptor("parts", Types.STRING(), PART_TYPE)
-DEADLINES = ValueStateDescriptor("deadlines", Types.TUPLE([Types.LONG(), Types.LONG()]))
-CLOSED = ValueStateDescriptor("closed", Types.TUPLE([Types.STRING(), Types.LONG()]))
+PARTS = MapStateDescriptor(
+    "parts", _STR, Types.TUPLE([_INT, _LONG, _STR, _INT, _LONG])
+)  # type -> (seq, event time, value, partition, offset)
+CLOSED = ValueStateDescriptor("closed", _STR)  # status of a closed transaction
+DEADLINES = ValueStateDescriptor("deadlines", Types.TUPLE([_LONG, _LONG]))  # event, wall clock
 
 
-def dead_letter_row(config: JobConfig, letter: DeadLetter) -> Row:
-    return Row(config.dead_letter_topic, aggregate.kafka_key(letter.transaction), letter.to_json())
+def output_row(config: JobConfig, output: Output) -> Row:
+    topics = {
+        aggregate.AGGREGATED: config.aggregated_topic,
+        aggregate.EXPIRED_OUT: config.expired_topic,
+        aggregate.DEAD_LETTER: config.dead_letter_topic,
+        aggregate.LATE: config.late_topic,
+    }
+    return Row(topics[output.kind], output.key, output.value)
 
 
 class ParseRecords(ProcessFunction):
     def __init__(self, config: JobConfig):
         self.config = config
 
+    def open(self, runtime_context: RuntimeContext):
+        self.dead_letters = runtime_context.get_metrics_group().counter("dead_letters")
+
     def process_element(self, row, ctx: ProcessFunction.Context):
         source = Source(row[1], row[2], row[3], ctx.timestamp())
         result = parse(row[0], source, self.config.type_of, self.config.max_record_bytes)
         if isinstance(result, DeadLetter):
-            yield DEAD_LETTERS, dead_letter_row(self.config, result)
+            self.dead_letters.inc()
+            output = Output(aggregate.DEAD_LETTER, None, result.to_json())
+            yield DEAD_LETTERS, output_row(self.config, output)
         else:
             s = result.source
             yield Row(
-                result.transaction,
-                result.type,
-                result.value,
-                s.topic,
-                s.partition,
-                s.offset,
-                s.timestamp,
-            )
+                result.transaction, result.type, result.value,
+                s.topic, s.partition, s.offset, s.timestamp,
+            )  # fmt: skip
+
+
+class _FlinkTransactionState:
+    """`aggregate.TransactionState` over the function's keyed state (current key)."""
+
+    def __init__(self, parts, closed):
+        self._parts, self._closed = parts, closed
+
+    def held_types(self) -> list[str]:
+        return list(self._parts.keys())
+
+    def add_part(self, record_type: str, part: Part) -> None:
+        self._parts.put(
+            record_type, (part.seq, part.event_time, part.value, part.partition, part.offset)
+        )
+
+    def parts(self) -> dict[str, Part]:
+        return {t: Part(*p) for t, p in self._parts.items()}
+
+    def clear_parts(self) -> None:
+        self._parts.clear()
+
+    def closed_status(self) -> str | None:
+        return self._closed.value()
+
+    def mark_closed(self, status: str) -> None:
+        self._closed.update(status)
 
 
 class Correlate(KeyedProcessFunction):
@@ -71,42 +113,52 @@ class Correlate(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext):
         self.parts = runtime_context.get_map_state(PARTS)
-        self.deadlines = runtime_context.get_state(DEADLINES)
         self.closed = runtime_context.get_state(CLOSED)
+        self.deadlines = runtime_context.get_state(DEADLINES)
+        self.state = _FlinkTransactionState(self.parts, self.closed)
+        self._open_metrics(runtime_context.get_metrics_group())
+
+    def _open_metrics(self, group) -> None:
+        """Counters per outcome; gauges of what this instance holds since it started."""
+        self.records_in = {
+            t: group.add_group("type", t).counter("records_in") for t in self.config.types
+        }
+        self.outcomes = {v: group.counter(name) for v, name in _OUTCOME_COUNTERS.items()}
+        self.expired = group.counter("expired")
+        self.in_flight = 0
+        self.closed_markers = 0
+        group.gauge("transactions_in_flight", lambda: self.in_flight)
+        group.gauge("closed_markers", lambda: self.closed_markers)
 
     def process_element(self, row, ctx: KeyedProcessFunction.Context):
         event = Event(row[0], row[1], row[2], Source(row[3], row[4], row[5], row[6]))
-        held = list(self.parts.keys())
-        closed = self.closed.value()
-        verdict = aggregate.classify(
-            event.type, held, None if closed is None else closed[0], self.config.types
-        )
-        if verdict is Verdict.LATE:
-            late = aggregate.late_record(event, closed[0])
-            yield Row(
-                self.config.late_topic, aggregate.kafka_key(event.transaction), json.dumps(late)
-            )
-            return
-        if verdict is Verdict.DUPLICATE:
-            letter = DeadLetter(
-                DUPLICATE, f"type {event.type} already held", event.value.encode(), event.source,
-                event.transaction,
-            )  # fmt: skip
-            yield dead_letter_row(self.config, letter)
-            return
-        self.parts.put(event.type, (len(held), event.source.timestamp, event.value))
-        if verdict is Verdict.OPENED:
+        self.records_in[event.type].inc()
+        step = aggregate.on_event(self.state, event, self.config.types, _now_ms())
+        counter = self.outcomes.get(step.verdict)
+        if counter is not None:
+            counter.inc()
+        if step.verdict is Verdict.OPENED:
+            self.in_flight += 1
             self._start_timers(ctx, event.source.timestamp)
-        elif verdict is Verdict.COMPLETED:
-            yield self._close(ctx, COMPLETE)
+        elif step.verdict is Verdict.COMPLETED:
+            self._after_close(ctx)
+        if step.output is not None:
+            yield output_row(self.config, step.output)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        if not self.parts.is_empty():
-            yield self._close(ctx, EXPIRED)
+        if self.parts.is_empty():
+            # No parts: only the retention timer of a closed transaction is left.
+            wall_clock = ctx.time_domain() == TimeDomain.PROCESSING_TIME
+            if wall_clock and self.closed.value() is not None:
+                self.closed.clear()
+                self.closed_markers -= 1
             return
-        closed = self.closed.value()
-        if closed is not None and timestamp >= closed[1]:
-            self.closed.clear()  # retention over: forget the transaction entirely
+        output = aggregate.close(
+            self.state, ctx.get_current_key(), self.config.types, EXPIRED, _now_ms()
+        )
+        self.expired.inc()
+        self._after_close(ctx)
+        yield output_row(self.config, output)
 
     def _start_timers(self, ctx, first_event_time: int) -> None:
         timers = ctx.timer_service()
@@ -116,22 +168,25 @@ class Correlate(KeyedProcessFunction):
         timers.register_processing_time_timer(wall_deadline)
         self.deadlines.update((event_deadline, wall_deadline))
 
-    def _close(self, ctx, status: str) -> Row:
-        """Emits the transaction, drops its parts and timers, remembers it for late records."""
-        transaction = ctx.get_current_key()
-        parts = {t: Part(*p) for t, p in self.parts.items()}
-        record = aggregate.build_aggregate(
-            transaction, parts, self.config.types, status, int(time.time() * 1000)
-        )
+    def _after_close(self, ctx) -> None:
+        """Cancels the expiry timers and schedules forgetting the closed marker."""
         timers = ctx.timer_service()
         deadlines = self.deadlines.value()
         if deadlines is not None:
             timers.delete_event_time_timer(deadlines[0])
             timers.delete_processing_time_timer(deadlines[1])
-        self.parts.clear()
-        self.deadlines.clear()
-        forget_at = timers.current_processing_time() + self.retention_ms
-        self.closed.update((status, forget_at))
-        timers.register_processing_time_timer(forget_at)
-        topic = self.config.aggregated_topic if status == COMPLETE else self.config.expired_topic
-        return Row(topic, aggregate.kafka_key(transaction), json.dumps(record))
+            self.deadlines.clear()
+            self.in_flight -= 1
+        timers.register_processing_time_timer(timers.current_processing_time() + self.retention_ms)
+        self.closed_markers += 1
+
+
+_OUTCOME_COUNTERS = {
+    Verdict.COMPLETED: "aggregated",
+    Verdict.DUPLICATE: "duplicates",
+    Verdict.LATE: "late",
+}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

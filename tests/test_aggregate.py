@@ -46,7 +46,7 @@ def test_expiry_deadline_is_first_event_plus_timeout():
 
 
 def _part(seq: int, t: int, record_type: str) -> Part:
-    return Part(seq, t, json.dumps({"transaction": "tx-1", "log": record_type}))
+    return Part(seq, t, json.dumps({"transaction": "tx-1", "log": record_type}), 0, seq)
 
 
 def test_complete_aggregate_lists_parts_in_arrival_order_and_types_in_config_order():
@@ -61,6 +61,7 @@ def test_complete_aggregate_lists_parts_in_arrival_order_and_types_in_config_ord
     assert (record["first_event_time"], record["last_event_time"]) == (500, 700)
     assert record["duration_ms"] == 200
     assert record["emitted_at"] == 9_999
+    assert record["sources"]["TypeA"] == {"partition": 0, "offset": 1}
 
 
 def test_expired_aggregate_names_missing_types():
@@ -74,7 +75,7 @@ def test_expired_aggregate_names_missing_types():
 
 def test_late_record_carries_final_status_and_origin():
     event = Event("tx-9", "TypeA", '{"transaction": "tx-9"}', Source("Events-TypeA", 2, 41, 123))
-    late = late_record(event, EXPIRED)
+    late = json.loads(late_record(event, EXPIRED))
     assert late["final_status"] == EXPIRED
     assert (late["topic"], late["partition"], late["offset"]) == ("Events-TypeA", 2, 41)
     assert late["value"] == {"transaction": "tx-9"}
