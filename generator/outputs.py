@@ -17,8 +17,8 @@ from kafka import KafkaConsumer, TopicPartition
 @dataclass(frozen=True)
 class OutputRecord:
     topic: str
-    key: str | None
-    value: dict
+    key: str | None  # decoded JSON; raw bytes with decode=False
+    value: dict  # decoded JSON; raw bytes with decode=False
     partition: int
     offset: int
 
@@ -29,6 +29,7 @@ def read_topics(
     until: callable = None,
     timeout_s: float = 30.0,
     idle_s: float = 2.0,
+    decode: bool = True,
 ) -> list[OutputRecord]:
     """Reads the topics from the beginning.
 
@@ -54,16 +55,16 @@ def read_topics(
             batch = consumer.poll(timeout_ms=500)
             for tp, messages in batch.items():
                 for m in messages:
-                    key = None if m.key is None else json.loads(m.key)
-                    records.append(
-                        OutputRecord(tp.topic, key, json.loads(m.value), tp.partition, m.offset)
-                    )
+                    key, value = m.key, m.value
+                    if decode:
+                        key = None if key is None else json.loads(key)
+                        value = json.loads(value)
+                    records.append(OutputRecord(tp.topic, key, value, tp.partition, m.offset))
             if batch:
                 last_new = time.monotonic()
-            if until is not None:
-                if until(records):
-                    break
-            elif time.monotonic() - last_new > idle_s:
+            if until is not None and until(records):
+                break
+            if until is None and time.monotonic() - last_new > idle_s:
                 break
         return records
     finally:

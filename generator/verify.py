@@ -72,3 +72,25 @@ def _parts_match(plan: Transaction, value: dict) -> bool:
         and set(value["types"]) == set(plan.sent_types)
         and set(value["missing"]) == set(plan.omitted)
     )
+
+
+Coordinate = tuple[str, int, int]  # topic, partition, offset of an input record
+
+
+def account(records: Iterable[OutputRecord], config) -> Counter[Coordinate]:
+    """Where each input record ended up: counts per input coordinate over every output topic.
+
+    A part of an aggregate or partial is named by its `sources` entry; a dead letter and a
+    late record carry their own coordinates. Exactly once means every count is 1.
+    """
+    seen: Counter[Coordinate] = Counter()
+    for record in records:
+        value = record.value
+        if record.topic in (config.aggregated_topic, config.expired_topic):
+            for record_type, source in value["sources"].items():
+                seen[
+                    (config.topic_prefix + record_type, source["partition"], source["offset"])
+                ] += 1
+        elif record.topic in (config.dead_letter_topic, config.late_topic):
+            seen[(value["topic"], value["partition"], value["offset"])] += 1
+    return seen

@@ -7,6 +7,7 @@ cluster and a test cluster (ports, the folders for checkpoints, logs and pids) i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -95,7 +96,10 @@ class FlinkCluster:
             for folder in (self.home / "log", self.checkpoints, self.savepoints):
                 folder.mkdir(parents=True, exist_ok=True)
             self._script("jobmanager.sh", "start", *self.overrides())
-        self.add_taskmanagers(self.taskmanagers - self._registered())
+        registered = self._registered()
+        if registered == 0:
+            self._fingerprint_file.write_text("")  # fresh interpreters: no job code yet
+        self.add_taskmanagers(self.taskmanagers - registered)
         self.wait_for_taskmanagers(self.taskmanagers, timeout)
 
     def add_taskmanagers(self, count: int) -> None:
@@ -106,11 +110,12 @@ class FlinkCluster:
         overview = self.rest("/overview", quiet=True)
         return 0 if overview is None else overview["taskmanagers"]
 
-    def wait_for_taskmanagers(self, count: int, timeout: float) -> None:
+    def wait_for_taskmanagers(self, count: int, timeout: float, at_most: bool = False) -> None:
+        """Waits for at least (or, with at_most, at most) `count` registered TaskManagers."""
         deadline = time.monotonic() + timeout
-        while self._registered() < count:
+        while (self._registered() > count) if at_most else (self._registered() < count):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Flink at {self.url}: fewer than {count} TaskManagers")
+                raise TimeoutError(f"Flink at {self.url}: TaskManagers are not {count}")
             time.sleep(1)
 
     def stop(self) -> None:
@@ -130,8 +135,39 @@ class FlinkCluster:
                 return None
             raise
 
+    @property
+    def _fingerprint_file(self) -> Path:
+        return self.home / "taskmanager-code.sha256"
+
+    def _ensure_fresh_code(self) -> None:
+        """Restarts idle TaskManagers that imported an older version of the job's code.
+
+        In thread mode each TaskManager keeps one embedded Python interpreter for its whole
+        life, and modules imported by an earlier job stay in its `sys.modules`: a new job
+        version submitted to the same TaskManager would silently run the old code.
+        """
+        current = code_fingerprint()
+        # "" means fresh TaskManagers that imported nothing yet; no file means unknown.
+        known = self._fingerprint_file.read_text() if self._fingerprint_file.exists() else None
+        if known not in ("", current):
+            active = [
+                j for j in self.jobs() if j["state"] not in {"FINISHED", "CANCELED", "FAILED"}
+            ]
+            if active:
+                raise RuntimeError(
+                    "the job's code changed but a job is still running on these TaskManagers; "
+                    "stop it with a savepoint first, then submit again"
+                )
+            count = self._registered()
+            self._script("taskmanager.sh", "stop-all")
+            self.wait_for_taskmanagers(0, timeout=60, at_most=True)
+            self.add_taskmanagers(max(count, self.taskmanagers))
+            self.wait_for_taskmanagers(max(count, self.taskmanagers), timeout=120)
+        self._fingerprint_file.write_text(current)
+
     def submit(self, job_args: list[str], detached: bool = True) -> str:
         """Submits the correlator with `flink run -py` and returns its job id."""
+        self._ensure_fresh_code()
         command = [
             "bash", str(FLINK_HOME / "bin" / "flink"), "run",
             *(["-d"] if detached else []),
@@ -176,9 +212,31 @@ class FlinkCluster:
                 raise TimeoutError(f"job {job_id} not running: {job['state']} {counts}")
             time.sleep(1)
 
+    def operator_metrics(self, job_id: str, vertex_prefix: str, prefix: str) -> dict[str, float]:
+        """Metrics of one job vertex whose ids start with `prefix` (summed over subtasks)."""
+        vertex = next(
+            v
+            for v in self.rest(f"/jobs/{job_id}")["vertices"]
+            if v["name"].startswith(vertex_prefix)
+        )
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        names = [m["id"] for m in self.rest(base) if m["id"].startswith(prefix)]
+        if not names:
+            return {}
+        values = self.rest(f"{base}?get={','.join(names)}&agg=sum")
+        return {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
+
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}", method="PATCH")
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
+
+
+def code_fingerprint() -> str:
+    """A hash of the job's Python and SQL sources."""
+    digest = hashlib.sha256()
+    for path in sorted([*(ROOT / "job").glob("*.py"), *(ROOT / "sql").glob("*.sql")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
