@@ -7,6 +7,7 @@ exist in one place and be missing from the other.
 import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
 
@@ -17,6 +18,11 @@ def _csv(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class JobConfig:
+    PROG: ClassVar[str] = "job"
+    DESCRIPTION: ClassVar[str] = (
+        "Correlates per-type Kafka records into one aggregate per transaction."
+    )
+
     bootstrap_servers: str = field(
         default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers"}
     )
@@ -109,18 +115,7 @@ class JobConfig:
         return None
 
     def to_args(self) -> list[str]:
-        """Command-line options that reproduce this configuration (non-defaults only)."""
-        args: list[str] = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value == f.default:
-                continue
-            if f.type is bool:
-                args.append(_option(f.name))
-            else:
-                text = ",".join(value) if isinstance(value, tuple) else str(value)
-                args += [_option(f.name), text]
-        return args
+        return to_args(self)
 
     def describe(self) -> dict:
         """The effective settings for the start-up log, with secrets masked."""
@@ -134,6 +129,54 @@ class JobConfig:
         if not self.kafka_properties:
             return {}
         return read_properties(Path(self.kafka_properties))
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """The writer job: committed output topics -> PostgreSQL (upsert by transaction)."""
+
+    PROG: ClassVar[str] = "writer"
+    DESCRIPTION: ClassVar[str] = "Stores every emitted transaction in PostgreSQL, one row each."
+
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers"}
+    )
+    aggregated_topic: str = field(
+        default="Events_Aggregated", metadata={"help": "topic of complete transactions"}
+    )
+    expired_topic: str = field(
+        default="Events_Expired", metadata={"help": "topic of expired transactions"}
+    )
+    database_url: str = field(
+        default="jdbc:postgresql://127.0.0.1:5432/txn_correlator",
+        metadata={"help": "JDBC URL of the PostgreSQL database"},
+    )
+    database_user: str = field(default="postgres", metadata={"help": "database user"})
+    database_password_env: str = field(
+        default="TXN_DB_PASSWORD",
+        metadata={"help": "environment variable that holds the database password, if any"},
+    )
+    group_id: str = field(
+        default="txn-correlator-writer", metadata={"help": "Kafka consumer group"}
+    )
+    from_beginning: bool = field(
+        default=False,
+        metadata={"help": "replay the output topics from the start instead of committed offsets"},
+    )
+    kafka_properties: str = field(
+        default="", metadata={"help": "properties file passed to the Kafka source"}
+    )
+    parallelism: int = field(default=0, metadata={"help": "job parallelism (0: cluster default)"})
+    job_name: str = field(default="txn-correlator-writer", metadata={"help": "Flink job name"})
+    jars: tuple[str, ...] = field(
+        default=(), metadata={"help": "connector jars for the pipeline, comma-separated"}
+    )
+
+    def kafka_client_properties(self) -> dict[str, str]:
+        return read_properties(Path(self.kafka_properties)) if self.kafka_properties else {}
+
+    def to_args(self) -> list[str]:
+        return to_args(self)
 
 
 def _secret(key: str) -> bool:
@@ -158,13 +201,14 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
+    """An argparse parser with one option per field of a config dataclass."""
     parser = argparse.ArgumentParser(
-        prog="job",
-        description="Correlates per-type Kafka records into one aggregate per transaction.",
+        prog=cls.PROG,
+        description=cls.DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for f in fields(JobConfig):
+    for f in fields(cls):
         kind = f.type
         if kind is bool:
             parser.add_argument(_option(f.name), action="store_true", help=f.metadata["help"])
@@ -177,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> JobConfig:
-    namespace = build_parser().parse_args(argv)
-    return JobConfig(**vars(namespace))
+def parse_args(argv: list[str] | None = None, cls: type = JobConfig):
+    namespace = build_parser(cls).parse_args(argv)
+    return cls(**vars(namespace))
+
+
+def to_args(config) -> list[str]:
+    """Command-line options that reproduce a configuration (non-defaults only)."""
+    args: list[str] = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value == f.default:
+            continue
+        if f.type is bool:
+            args.append(_option(f.name))
+        else:
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            args += [_option(f.name), text]
+    return args

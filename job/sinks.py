@@ -7,14 +7,12 @@ extra Python operator in the chain.
 
 from __future__ import annotations
 
-from string import Template
-
 from pyflink.common import Types
 from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
 
 from job.config import JobConfig
-from job.sql import render_options, sql_text
+from job.sql import render, render_options
 
 # Every Python operator emits rows of this shape; the sink routes them by `topic`.
 OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
@@ -40,9 +38,7 @@ def sink_options(config: JobConfig) -> dict[str, str]:
 
 def write_output_records(t_env: StreamTableEnvironment, rows: DataStream, config: JobConfig):
     """Adds the sink to a statement set; the caller attaches it to the job."""
-    ddl = Template(sql_text("output_records.sql")).substitute(
-        options=render_options(sink_options(config))
-    )
+    ddl = render("output_records.sql", options=render_options(sink_options(config)))
     t_env.execute_sql(ddl)
     statements = t_env.create_statement_set()
     statements.add_insert("output_records", t_env.from_data_stream(rows))

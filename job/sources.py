@@ -8,13 +8,11 @@ timestamp assigner sits in the chain.
 
 from __future__ import annotations
 
-from string import Template
-
 from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
 
 from job.config import JobConfig
-from job.sql import render_options, sql_text
+from job.sql import render, render_options
 
 # The columns the parser receives, in order.
 INPUT_COLUMNS = "payload, topic, `partition`, `offset`, event_time"
@@ -47,7 +45,8 @@ def source_options(config: JobConfig) -> dict[str, str]:
 
 
 def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
-    ddl = Template(sql_text("input_records.sql")).substitute(
+    ddl = render(
+        "input_records.sql",
         event_time=event_time_expression(config),
         out_of_orderness=f"{config.out_of_orderness_s:.3f}",
         options=render_options(source_options(config)),

@@ -11,6 +11,17 @@ def sql_text(name: str) -> str:
     return (SQL_DIR / name).read_text()
 
 
+def render(name: str, **values: str) -> str:
+    """The SQL file with each `${key}` replaced; other `$` (JSON paths) stay as they are."""
+    text = sql_text(name)
+    for key, value in values.items():
+        placeholder = "${" + key + "}"
+        if placeholder not in text:
+            raise KeyError(f"{name} has no {placeholder}")
+        text = text.replace(placeholder, value)
+    return text
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

@@ -1,11 +1,12 @@
-"""`python -m stack up|demo|submit|down|status|jars`: the local Kafka broker and Flink cluster.
+"""`python -m stack COMMAND`: the local platform (Kafka, Flink, PostgreSQL) and the jobs.
 
-up      fetch jars, start Kafka (KRaft) and Flink, create the topics
-demo    up, submit the job, send transactions, print what comes out
-submit  submit the job; arguments after `--` go to the job (see `python job/main.py -h`)
-down    stop Flink and Kafka (data stays in .run/ until you delete it)
-status  what is running
-jars    fetch the jars from Maven Central only
+up             fetch jars, start Kafka (KRaft), PostgreSQL and Flink, create topics and table
+demo           up, submit both jobs, send transactions, print what comes out and is stored
+submit         submit the correlator; arguments after `--` go to it (`job/main.py -h`)
+submit-writer  submit the writer; arguments after `--` go to it (`job/writer.py -h`)
+down           stop Flink, PostgreSQL and Kafka (data stays in .run/ until you delete it)
+status         what is running
+jars           fetch the jars from Maven Central only
 """
 
 from __future__ import annotations
@@ -13,55 +14,73 @@ from __future__ import annotations
 import argparse
 import json
 
-from job.config import JobConfig
+from job.config import JobConfig, WriterConfig, parse_args
 from stack import demo, jars
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
+from stack.postgres import PostgresServer
+from store import db
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "demo", "submit", "down", "status", "jars"])
+    parser.add_argument(
+        "command", choices=["up", "demo", "submit", "submit-writer", "down", "status", "jars"]
+    )
     parser.add_argument("job_args", nargs="*", help="job options for submit, after --")
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
-    parser.add_argument("--taskmanagers", type=int, default=1)
+    parser.add_argument("--postgres-port", type=int, default=5432)
+    parser.add_argument(
+        "--taskmanagers", type=int, default=2, help="one slot each: correlator + writer"
+    )
     parser.add_argument("--partitions", type=int, default=3, help="partitions per input topic")
     args = parser.parse_args(argv)
 
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
     cluster = FlinkCluster(rest_port=args.rest_port, taskmanagers=args.taskmanagers)
+    database = PostgresServer(port=args.postgres_port)
     if args.command == "jars":
         jars.fetch_all()
     elif args.command in ("up", "demo"):
-        up(broker, cluster, args.partitions)
+        up(broker, cluster, database, args.partitions)
         if args.command == "demo":
-            demo.run(broker, cluster)
+            demo.run(broker, cluster, database)
     elif args.command == "submit":
         job_args = ["--bootstrap-servers", broker.bootstrap, *args.job_args]
         print(f"submitted job {cluster.submit(job_args)}; web UI on {cluster.url}")
+    elif args.command == "submit-writer":
+        config = parse_args(["--database-url", database.jdbc_url, *args.job_args], WriterConfig)
+        print(f"submitted job {cluster.submit_writer(config)}; web UI on {cluster.url}")
     elif args.command == "down":
         cluster.stop()
+        database.stop()
         broker.stop()
-        print("stopped Flink and Kafka")
+        print("stopped Flink, PostgreSQL and Kafka")
     else:
         status = {
             "kafka": broker.bootstrap if broker.running() else None,
+            "postgres": database.url if database.running() else None,
             "flink": cluster.rest("/overview", quiet=True),
             "jobs": cluster.jobs() if cluster.rest("/overview", quiet=True) else [],
         }
         print(json.dumps(status, indent=2))
 
 
-def up(broker: KafkaBroker, cluster: FlinkCluster, partitions: int) -> None:
+def up(
+    broker: KafkaBroker, cluster: FlinkCluster, database: PostgresServer, partitions: int
+) -> None:
     jars.fetch_all()
     broker.start()
     config = JobConfig(bootstrap_servers=broker.bootstrap)
     broker.create_topics(config.input_topics, partitions)
     broker.create_topics(config.output_topics)
     print(f"Kafka broker on {broker.bootstrap}")
+    database.start()
+    db.migrate(database.url)
+    print(f"PostgreSQL on {database.url}")
     cluster.start()
     print(f"Flink web UI on {cluster.url}")
 

@@ -13,9 +13,11 @@ from collections import Counter
 from generator.outputs import read_topics, summarize
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, plan
-from job.config import JobConfig
+from job.config import JobConfig, WriterConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
+from stack.postgres import PostgresServer
+from store import db
 
 DEMO_TIMEOUT_S = 20.0
 
@@ -27,14 +29,24 @@ def running_job(cluster: FlinkCluster, name: str) -> str | None:
     return None
 
 
-def run(broker: KafkaBroker, cluster: FlinkCluster, load: int = 500) -> None:
-    config = JobConfig(bootstrap_servers=broker.bootstrap, timeout_s=DEMO_TIMEOUT_S)
-    job_id = running_job(cluster, config.job_name)
+def ensure_running(cluster: FlinkCluster, name: str, submit) -> str:
+    """Submits a job unless one of that name already runs; waits until it runs."""
+    job_id = running_job(cluster, name)
     if job_id is None:
-        print("submitting the job with flink run -py job/main.py ...")
-        job_id = cluster.submit(config.to_args())
+        print(f"submitting {name} with flink run -py ...")
+        job_id = submit()
     cluster.wait_until_running(job_id)
-    print(f"job {job_id} is RUNNING: {cluster.url}/#/job/running/{job_id}/overview")
+    print(f"{name} is RUNNING: {cluster.url}/#/job/running/{job_id}/overview")
+    return job_id
+
+
+def run(
+    broker: KafkaBroker, cluster: FlinkCluster, database: PostgresServer, load: int = 500
+) -> None:
+    config = JobConfig(bootstrap_servers=broker.bootstrap, timeout_s=DEMO_TIMEOUT_S)
+    writer = WriterConfig(bootstrap_servers=broker.bootstrap, database_url=database.jdbc_url)
+    ensure_running(cluster, config.job_name, lambda: cluster.submit_correlator(config))
+    ensure_running(cluster, writer.job_name, lambda: cluster.submit_writer(writer))
 
     rng = random.Random()
     types = list(config.types)
@@ -69,4 +81,29 @@ def run(broker: KafkaBroker, cluster: FlinkCluster, load: int = 500) -> None:
     print(f"\nthis run's {len(plans)} transactions by output topic:")
     for topic in (config.aggregated_topic, config.expired_topic):
         print(f"  {topic:<18} {mine[topic]}")
+    show_stored(database, ours)
     print(f"\nFlink web UI: {cluster.url}   (stop everything with: bin/stop)")
+
+
+def show_stored(database: PostgresServer, transactions: dict) -> None:
+    """The scenario transactions as stored in PostgreSQL by the writer job."""
+    print(f"\nstored in PostgreSQL ({database.url}):")
+    deadline = time.monotonic() + 30
+    for tx in transactions:
+        while True:
+            try:
+                row = db.get_transaction(database.url, tx)
+                break
+            except db.UnknownTransaction:
+                if time.monotonic() > deadline:
+                    print(f"  {tx} not stored yet")
+                    row = None
+                    break
+                time.sleep(1)
+        if row is not None:
+            print(
+                f"  {row['transaction']} {row['status']:<8} parts={row['parts']} "
+                f"missing={row['missing_types']} emitted_at={row['emitted_at']:%H:%M:%S}"
+            )
+    print(f"  rows per status: {db.counts(database.url, None, None)}")
+    print("  query more with: .venv/bin/python -m store latest --status expired")

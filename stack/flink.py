@@ -16,7 +16,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
+from job.config import JobConfig, WriterConfig
 from stack import jars
 from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, ROOT, RUN
 
@@ -165,16 +167,28 @@ class FlinkCluster:
             self.wait_for_taskmanagers(max(count, self.taskmanagers), timeout=120)
         self._fingerprint_file.write_text(current)
 
-    def submit(self, job_args: list[str], detached: bool = True) -> str:
-        """Submits the correlator with `flink run -py` and returns its job id."""
-        self._ensure_fresh_code()
+    def submit(
+        self,
+        job_args: list[str],
+        detached: bool = True,
+        script: str = "main.py",
+        bundles: tuple[str, ...] = (),
+        python_per_record: bool = True,
+    ) -> str:
+        """Submits `job/<script>` with `flink run -py` and returns its job id.
+
+        A job whose operators run Python (the correlator) needs TaskManagers that have not
+        imported an older version of its code; a pure SQL job (the writer) does not.
+        """
+        if python_per_record:
+            self._ensure_fresh_code()
         command = [
             "bash", str(FLINK_HOME / "bin" / "flink"), "run",
             *(["-d"] if detached else []),
             "-D", f"rest.port={self.rest_port}", "-D", "rest.address=127.0.0.1",
             "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
-            "-py", str(ROOT / "job" / "main.py"),
-            "--jars", ",".join(str(p) for p in jars.connector_jars()),
+            "-py", str(ROOT / "job" / script),
+            "--jars", ",".join(str(p) for p in jars.connector_jars(*bundles)),
             *job_args,
         ]  # fmt: skip
         result = subprocess.run(
@@ -184,6 +198,14 @@ class FlinkCluster:
             if "JobID" in line:
                 return line.split()[-1]
         raise RuntimeError(f"flink run failed:\n{result.stdout}\n{result.stderr}")
+
+    def submit_correlator(self, config: JobConfig) -> str:
+        return self.submit(config.to_args())
+
+    def submit_writer(self, config: WriterConfig) -> str:
+        return self.submit(
+            config.to_args(), script="writer.py", bundles=("jdbc",), python_per_record=False
+        )
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview")["jobs"]
@@ -223,7 +245,7 @@ class FlinkCluster:
         names = [m["id"] for m in self.rest(base) if m["id"].startswith(prefix)]
         if not names:
             return {}
-        values = self.rest(f"{base}?get={','.join(names)}&agg=sum")
+        values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
         return {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
 
     def cancel(self, job_id: str) -> None:

@@ -26,6 +26,16 @@ BUNDLES: dict[str, tuple[list[str], bool]] = {
         True,
     ),
     "flink": ([FLINK_KAFKA_CONNECTOR], False),
+    # The writer job: Flink's JDBC connector (4.0.0-2.0 is the newest, built for Flink 2.0,
+    # tested here with 2.2.1) and the PostgreSQL driver.
+    "jdbc": (
+        [
+            "org.apache.flink:flink-connector-jdbc-core:4.0.0-2.0",
+            "org.apache.flink:flink-connector-jdbc-postgres:4.0.0-2.0",
+            "org.postgresql:postgresql:42.7.8",
+        ],
+        False,
+    ),
 }
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -71,7 +81,7 @@ def fetch(name: str) -> Path:
                 f"-DoutputDirectory={target}",
                 "-DincludeScope=runtime",
             ],
-            check=True,
+            check=True, capture_output=True, text=True,
         )  # fmt: skip
     marker.write_text(spec)
     return target
@@ -82,6 +92,6 @@ def fetch_all() -> None:
         fetch(name)
 
 
-def connector_jars() -> list[Path]:
-    """The jars a Flink job using Kafka needs on its pipeline class path."""
-    return sorted(fetch("flink").glob("*.jar"))
+def connector_jars(*bundles: str) -> list[Path]:
+    """The jars a job needs on its pipeline class path: Kafka, plus the bundles named."""
+    return [p for name in ("flink", *bundles) for p in sorted(fetch(name).glob("*.jar"))]

@@ -1,4 +1,4 @@
-"""One real Kafka broker and one real Flink cluster per test session, on ports of their own.
+"""One real Kafka broker, Flink cluster and PostgreSQL server per test session.
 
 Test ports differ from the demo's (9092, 8081), so the tests run beside a running demo.
 Each test gets topics under a unique prefix from `topics`, so tests never see each other's
@@ -16,9 +16,12 @@ import pytest
 from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
+from stack.postgres import PostgresServer
+from store import db
 
 KAFKA_PORT = 19092
 FLINK_REST_PORT = 18081
+POSTGRES_PORT = 15432
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +35,20 @@ def kafka() -> KafkaBroker:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    server = PostgresServer(port=POSTGRES_PORT)
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
+    server.start()
+    db.migrate(server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def flink(kafka) -> FlinkCluster:
-    cluster = FlinkCluster(rest_port=FLINK_REST_PORT, rpc_port=16123, taskmanagers=1)
+    # Two TaskManagers of one slot: the correlator and the writer run side by side.
+    cluster = FlinkCluster(rest_port=FLINK_REST_PORT, rpc_port=16123, taskmanagers=2)
     cluster.stop()
     shutil.rmtree(cluster.home, ignore_errors=True)
     cluster.start()

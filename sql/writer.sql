@@ -1,0 +1,44 @@
+-- The writer job: committed output of the correlator -> PostgreSQL, one row per transaction.
+-- Runs as its own Flink job (job/writer.py substitutes the ${...} options).
+
+-- Both result topics, read with isolation.level=read_committed so that only output of
+-- completed checkpoints (committed Kafka transactions) is ever stored.
+CREATE TEMPORARY TABLE emitted_transactions (
+  `v` STRING
+) WITH (
+${source_options}
+);
+
+-- Upsert sink: the primary key makes a replay rewrite rows instead of duplicating them.
+CREATE TEMPORARY TABLE stored_transactions (
+  `transaction`      STRING,
+  `status`           STRING,
+  `present_types`    STRING,
+  `missing_types`    STRING,
+  `first_event_ms`   BIGINT,
+  `last_event_ms`    BIGINT,
+  `duration_ms`      BIGINT,
+  `emitted_at_ms`    BIGINT,
+  `aggregate`        STRING,
+  PRIMARY KEY (`transaction`) NOT ENFORCED
+) WITH (
+${sink_options}
+);
+
+INSERT INTO stored_transactions
+SELECT
+  JSON_VALUE(v, '$.transaction'),
+  JSON_VALUE(v, '$.status'),
+  JSON_QUERY(v, '$.types'),
+  JSON_QUERY(v, '$.missing'),
+  CAST(JSON_VALUE(v, '$.first_event_time') AS BIGINT),
+  CAST(JSON_VALUE(v, '$.last_event_time') AS BIGINT),
+  CAST(JSON_VALUE(v, '$.duration_ms') AS BIGINT),
+  CAST(JSON_VALUE(v, '$.emitted_at') AS BIGINT),
+  v
+FROM emitted_transactions
+-- Only the correlator's own records: anything else would fail the NOT NULL columns and
+-- stop the writer, so it is left out (and stays on the topic for inspection).
+WHERE JSON_VALUE(v, '$.transaction') IS NOT NULL
+  AND JSON_VALUE(v, '$.status') IN ('complete', 'expired')
+  AND JSON_VALUE(v, '$.first_event_time') IS NOT NULL;

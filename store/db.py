@@ -1,0 +1,93 @@
+"""The transactions table in PostgreSQL: migrations and the queries users run.
+
+Migrations are the plain SQL files in `sql/migrations/`, applied in name order, each once,
+recorded in `schema_migrations`; every file is written to be idempotent as well.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+
+
+class DatabaseUnavailable(RuntimeError):
+    pass
+
+
+class UnknownTransaction(LookupError):
+    pass
+
+
+def connect(url: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, row_factory=dict_row, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(f"cannot reach the database at {url}: {error}".strip()) from None
+
+
+def migrate(url: str) -> list[str]:
+    """Applies the migrations not applied yet; returns their names."""
+    applied = []
+    with connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            if path.name not in done:
+                conn.execute(path.read_text())
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+                applied.append(path.name)
+    return applied
+
+
+def get_transaction(url: str, transaction: str) -> dict:
+    with connect(url) as conn:
+        row = conn.execute(
+            'SELECT * FROM transactions WHERE "transaction" = %s', (transaction,)
+        ).fetchone()
+    if row is None:
+        raise UnknownTransaction(f"no stored transaction {transaction!r}")
+    return row
+
+
+def latest(url: str, status: str | None, limit: int) -> list[dict]:
+    query = "SELECT * FROM transactions"
+    params: list = []
+    if status:
+        query += " WHERE status = %s"
+        params.append(status)
+    query += " ORDER BY emitted_at DESC LIMIT %s"
+    params.append(limit)
+    with connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def counts(url: str, since: datetime | None, until: datetime | None) -> dict[str, int]:
+    """Stored transactions per status with emitted_at in [since, until)."""
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*) AS n FROM transactions"
+            " WHERE (%(since)s::timestamptz IS NULL OR emitted_at >= %(since)s)"
+            " AND (%(until)s::timestamptz IS NULL OR emitted_at < %(until)s)"
+            " GROUP BY status ORDER BY status",
+            {"since": since, "until": until},
+        ).fetchall()
+    return {r["status"]: r["n"] for r in rows}
+
+
+def to_json(row: dict) -> str:
+    return json.dumps(row, default=_json_default, sort_keys=True)
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
