@@ -9,7 +9,7 @@ it over `MapState`/`ValueState` and adds the timers, a test implements it over a
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -84,7 +84,20 @@ def classify(
     return Verdict.OPENED if not held else Verdict.HELD
 
 
-def on_event(state: TransactionState, event: Event, expected: Collection[str], now_ms: int) -> Step:
+Enricher = Callable[[dict], dict]
+
+
+def _unchanged(record: dict) -> dict:
+    return record
+
+
+def on_event(
+    state: TransactionState,
+    event: Event,
+    expected: Collection[str],
+    now_ms: int,
+    enricher: Enricher = _unchanged,
+) -> Step:
     """Applies one record to its transaction; the caller starts timers on OPENED."""
     held = state.held_types()
     closed = state.closed_status()
@@ -103,15 +116,21 @@ def on_event(state: TransactionState, event: Event, expected: Collection[str], n
     s = event.source
     state.add_part(event.type, Part(len(held), s.timestamp, event.value, s.partition, s.offset))
     if verdict is Verdict.COMPLETED:
-        return Step(verdict, close(state, event.transaction, expected, COMPLETE, now_ms))
+        output = close(state, event.transaction, expected, COMPLETE, now_ms, enricher)
+        return Step(verdict, output)
     return Step(verdict, None)
 
 
 def close(
-    state: TransactionState, transaction: str, expected: Collection[str], status: str, now_ms: int
+    state: TransactionState,
+    transaction: str,
+    expected: Collection[str],
+    status: str,
+    now_ms: int,
+    enricher: Enricher = _unchanged,
 ) -> Output:
     """Emits the transaction, drops its parts and remembers how it closed."""
-    record = build_aggregate(transaction, state.parts(), expected, status, now_ms)
+    record = enricher(build_aggregate(transaction, state.parts(), expected, status, now_ms))
     state.clear_parts()
     state.mark_closed(status)
     kind = AGGREGATED if status == COMPLETE else EXPIRED_OUT
@@ -132,6 +151,7 @@ def build_aggregate(
 ) -> dict:
     """The output record for a complete or expired transaction."""
     times = [p.event_time for p in parts.values()]
+    first = min(times)
     arrival = sorted(parts, key=lambda t: parts[t].seq)
     return {
         "transaction": transaction,
@@ -143,9 +163,11 @@ def build_aggregate(
             t: {"partition": parts[t].partition, "offset": parts[t].offset} for t in arrival
         },
         "arrival_order": arrival,
-        "first_event_time": min(times),
+        "part_count": len(parts),
+        "offsets_ms": {t: parts[t].event_time - first for t in arrival},
+        "first_event_time": first,
         "last_event_time": max(times),
-        "duration_ms": max(times) - min(times),
+        "duration_ms": max(times) - first,
         "emitted_at": emitted_at,
     }
 

@@ -47,6 +47,14 @@ class JobConfig:
         default="Events_Late",
         metadata={"help": "topic for records of transactions already emitted"},
     )
+    reference_topic: str = field(
+        default="Reference-Services",
+        metadata={"help": "compacted topic of reference data per type (key: the type)"},
+    )
+    enrich_hook: str = field(
+        default="",
+        metadata={"help": "optional package.module:function adding fields to each aggregate"},
+    )
     timeout_s: float = field(
         default=120.0,
         metadata={"help": "seconds after a transaction's first record before it expires"},

@@ -1,20 +1,23 @@
 """The Flink functions: a thin shell that keeps state, timers and metrics for the rules.
 
-`ParseRecords` runs before `key_by` and splits off dead letters. `Correlate` runs per
-transaction: the rules in `job.aggregate` decide, this class stores the parts in a
-`MapState` (type -> part) and keeps two timers per open transaction: an event-time timer at
-first event + timeout, and a processing-time fallback that expires a partial even when every
-producer has gone quiet and event time stands still. A closed transaction keeps only its
-status, until a processing-time timer forgets it after the retention.
+`ParseRecords` runs before `key_by` and splits off dead letters. `Correlate` (a keyed
+process function that also receives the broadcast reference data) runs per transaction: the
+rules in `job.aggregate` decide, this class stores the parts in a `MapState` (type -> part),
+enriches what it emits (`job.enrich`) and keeps two timers per open transaction: an
+event-time timer at first event + timeout, and a processing-time fallback that expires a
+partial even when every producer has gone quiet and event time stands still. A closed
+transaction keeps only its status, until a processing-time timer forgets it after the
+retention.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from pyflink.common import Row, Types
 from pyflink.datastream import (
-    KeyedProcessFunction,
+    KeyedBroadcastProcessFunction,
     OutputTag,
     ProcessFunction,
     RuntimeContext,
@@ -22,7 +25,7 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from job import aggregate
+from job import aggregate, enrich
 from job.aggregate import EXPIRED, Output, Part, Verdict
 from job.config import JobConfig
 from job.records import DeadLetter, Event, Source, parse
@@ -43,6 +46,7 @@ PARTS = MapStateDescriptor(
 )  # type -> (seq, event time, value, partition, offset)
 CLOSED = ValueStateDescriptor("closed", _STR)  # status of a closed transaction
 DEADLINES = ValueStateDescriptor("deadlines", Types.TUPLE([_LONG, _LONG]))  # event, wall clock
+REFERENCE = MapStateDescriptor("reference", _STR, _STR)  # broadcast: type -> JSON object
 
 
 def output_row(config: JobConfig, output: Output) -> Row:
@@ -104,7 +108,9 @@ class _FlinkTransactionState:
         self._closed.update(status)
 
 
-class Correlate(KeyedProcessFunction):
+class Correlate(KeyedBroadcastProcessFunction):
+    """Keyed input: parsed events; broadcast input: the reference topic's records."""
+
     def __init__(self, config: JobConfig):
         self.config = config
         self.timeout_ms = int(config.timeout_s * 1000)
@@ -116,45 +122,87 @@ class Correlate(KeyedProcessFunction):
         self.closed = runtime_context.get_state(CLOSED)
         self.deadlines = runtime_context.get_state(DEADLINES)
         self.state = _FlinkTransactionState(self.parts, self.closed)
+        self.hook = enrich.load_hook(self.config.enrich_hook)
+        self._reference: dict[str, dict] | None = None  # cache of the broadcast state
         self._open_metrics(runtime_context.get_metrics_group())
 
     def _open_metrics(self, group) -> None:
-        """Counters per outcome; gauges of what this instance holds since it started."""
+        """Counters per outcome, and two up-down counts of what this instance holds.
+
+        No Python gauges: Flink reads gauges from its metrics thread, and calling into the
+        embedded interpreter from that thread crashed a TaskManager (SIGSEGV in take_gil)
+        when a job was cancelled. Counters live in Java and are safe to read anywhere.
+        """
         self.records_in = {
             t: group.add_group("type", t).counter("records_in") for t in self.config.types
         }
         self.outcomes = {v: group.counter(name) for v, name in _OUTCOME_COUNTERS.items()}
         self.expired = group.counter("expired")
-        self.in_flight = 0
-        self.closed_markers = 0
-        group.gauge("transactions_in_flight", lambda: self.in_flight)
-        group.gauge("closed_markers", lambda: self.closed_markers)
+        self.enrich_errors = group.counter("enrich_errors")
+        self.reference_errors = group.counter("reference_errors")
+        self.in_flight = group.counter("transactions_in_flight")
+        self.closed_markers = group.counter("closed_markers")
 
-    def process_element(self, row, ctx: KeyedProcessFunction.Context):
+    def process_element(self, row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         event = Event(row[0], row[1], row[2], Source(row[3], row[4], row[5], row[6]))
         self.records_in[event.type].inc()
-        step = aggregate.on_event(self.state, event, self.config.types, _now_ms())
+        step = aggregate.on_event(
+            self.state, event, self.config.types, _now_ms(), self._enricher(ctx)
+        )
         counter = self.outcomes.get(step.verdict)
         if counter is not None:
             counter.inc()
         if step.verdict is Verdict.OPENED:
-            self.in_flight += 1
+            self.in_flight.inc()
             self._start_timers(ctx, event.source.timestamp)
         elif step.verdict is Verdict.COMPLETED:
             self._after_close(ctx)
         if step.output is not None:
             yield output_row(self.config, step.output)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+    def process_broadcast_element(self, row, ctx: KeyedBroadcastProcessFunction.Context):
+        try:
+            record_type, fields = enrich.parse_reference(row[0], row[1])
+        except ValueError:
+            self.reference_errors.inc()
+            return
+        state = ctx.get_broadcast_state(REFERENCE)
+        if fields is None:
+            state.remove(record_type)
+        else:
+            state.put(record_type, json.dumps(fields))
+        self._reference = None
+        yield from ()
+
+    def _enricher(self, ctx):
+        """Enrichment with the reference data as of now, read from state only when needed."""
+
+        def enricher(record: dict) -> dict:
+            if self._reference is None:
+                state = ctx.get_broadcast_state(REFERENCE)
+                self._reference = {t: json.loads(v) for t, v in state.items()}
+            enriched = enrich.enrich(record, self._reference, self.hook)
+            if "enrichment_error" in enriched:
+                self.enrich_errors.inc()
+            return enriched
+
+        return enricher
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         if self.parts.is_empty():
             # No parts: only the retention timer of a closed transaction is left.
             wall_clock = ctx.time_domain() == TimeDomain.PROCESSING_TIME
             if wall_clock and self.closed.value() is not None:
                 self.closed.clear()
-                self.closed_markers -= 1
+                self.closed_markers.dec()
             return
         output = aggregate.close(
-            self.state, ctx.get_current_key(), self.config.types, EXPIRED, _now_ms()
+            self.state,
+            ctx.get_current_key(),
+            self.config.types,
+            EXPIRED,
+            _now_ms(),
+            self._enricher(ctx),
         )
         self.expired.inc()
         self._after_close(ctx)
@@ -176,9 +224,9 @@ class Correlate(KeyedProcessFunction):
             timers.delete_event_time_timer(deadlines[0])
             timers.delete_processing_time_timer(deadlines[1])
             self.deadlines.clear()
-            self.in_flight -= 1
+            self.in_flight.dec()
         timers.register_processing_time_timer(timers.current_processing_time() + self.retention_ms)
-        self.closed_markers += 1
+        self.closed_markers.inc()
 
 
 _OUTCOME_COUNTERS = {

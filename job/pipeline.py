@@ -1,5 +1,7 @@
 """Wires source -> parse -> key_by(transaction) -> correlate -> sink into one Flink job.
 
+The correlator also receives the reference topic as a broadcast stream for enrichment.
+
 Cluster-wide settings (state backend, checkpointing, execution mode, restart strategy) live
 in `flink-conf/config.yaml`; only what the job's own options change is set here.
 """
@@ -11,9 +13,9 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
 from job.config import JobConfig
-from job.correlate import DEAD_LETTERS, EVENT_TYPE, Correlate, ParseRecords
+from job.correlate import DEAD_LETTERS, EVENT_TYPE, REFERENCE, Correlate, ParseRecords
 from job.sinks import OUTPUT_TYPE, write_output_records
-from job.sources import input_records
+from job.sources import input_records, reference_records
 
 
 def environment(config: JobConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
@@ -44,8 +46,10 @@ def build(config: JobConfig) -> StreamExecutionEnvironment:
         .name("parse records")
         .uid("parse-records")
     )
+    reference = reference_records(t_env, config).broadcast(REFERENCE)
     aggregates = (
         events.key_by(lambda e: e[0], key_type=Types.STRING())
+        .connect(reference)
         .process(Correlate(config), output_type=OUTPUT_TYPE)
         .name("correlate transactions")
         .uid("correlate-transactions")

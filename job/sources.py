@@ -54,3 +54,31 @@ def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStrea
     t_env.execute_sql(ddl)
     table = t_env.sql_query(f"SELECT {INPUT_COLUMNS} FROM input_records")
     return t_env.to_data_stream(table)
+
+
+def reference_options(config: JobConfig) -> dict[str, str]:
+    options = {
+        "connector": "kafka",
+        "topic": config.reference_topic,
+        "properties.bootstrap.servers": config.bootstrap_servers,
+        "properties.group.id": f"{config.group_id}-reference",
+        # The whole compacted topic on every fresh start; restores use checkpointed offsets.
+        "scan.startup.mode": "earliest-offset",
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    if config.bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    for key, value in config.kafka_client_properties().items():
+        options[f"properties.{key}"] = value
+    return options
+
+
+def reference_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
+    """(key bytes, value bytes) of the reference topic, in order per partition."""
+    t_env.execute_sql(
+        render("reference_services.sql", options=render_options(reference_options(config)))
+    )
+    return t_env.to_data_stream(t_env.sql_query("SELECT k, v, kafka_time FROM reference_services"))

@@ -17,7 +17,7 @@ import json
 from job.config import JobConfig, WriterConfig, parse_args
 from stack import demo, jars
 from stack.flink import FlinkCluster
-from stack.kafka import KafkaBroker
+from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
 from store import db
 
@@ -75,8 +75,7 @@ def up(
     jars.fetch_all()
     broker.start()
     config = JobConfig(bootstrap_servers=broker.bootstrap)
-    broker.create_topics(config.input_topics, partitions)
-    broker.create_topics(config.output_topics)
+    create_job_topics(broker, config, partitions)
     print(f"Kafka broker on {broker.bootstrap}")
     database.start()
     db.migrate(database.url)

@@ -12,14 +12,17 @@ from collections import Counter
 
 from generator.outputs import read_topics, summarize
 from generator.producer import TransactionProducer
+from generator.reference import publish, read_reference
 from generator.transactions import load_plans, plan
 from job.config import JobConfig, WriterConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
+from stack.paths import ROOT
 from stack.postgres import PostgresServer
 from store import db
 
 DEMO_TIMEOUT_S = 20.0
+REFERENCE_FILE = ROOT / "reference" / "services.yaml"
 
 
 def running_job(cluster: FlinkCluster, name: str) -> str | None:
@@ -43,8 +46,15 @@ def ensure_running(cluster: FlinkCluster, name: str, submit) -> str:
 def run(
     broker: KafkaBroker, cluster: FlinkCluster, database: PostgresServer, load: int = 500
 ) -> None:
-    config = JobConfig(bootstrap_servers=broker.bootstrap, timeout_s=DEMO_TIMEOUT_S)
+    config = JobConfig(
+        bootstrap_servers=broker.bootstrap,
+        timeout_s=DEMO_TIMEOUT_S,
+        enrich_hook="generator.hooks:speed_class",
+    )
     writer = WriterConfig(bootstrap_servers=broker.bootstrap, database_url=database.jdbc_url)
+    reference = read_reference(REFERENCE_FILE)
+    publish(broker.bootstrap, reference, config.reference_topic)
+    print(f"loaded reference data for {len(reference)} types from {REFERENCE_FILE.name}")
     ensure_running(cluster, config.job_name, lambda: cluster.submit_correlator(config))
     ensure_running(cluster, writer.job_name, lambda: cluster.submit_writer(writer))
 
@@ -77,6 +87,11 @@ def run(
     for r in outputs:
         if r.value.get("transaction") in ours and "status" in r.value:
             print(f"  {r.topic:<18} {summarize(r.value)}")
+            v = r.value
+            print(
+                f"  {'':<18} duration={v['duration_ms']}ms offsets={v['offsets_ms']} "
+                f"slo_ms={v['slo_ms']} breached={v['slo_breached']} extra={v.get('extra')}"
+            )
     mine = Counter(r.topic for r in outputs if r.value.get("transaction") in ids)
     print(f"\nthis run's {len(plans)} transactions by output topic:")
     for topic in (config.aggregated_topic, config.expired_topic):

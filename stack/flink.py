@@ -234,19 +234,30 @@ class FlinkCluster:
                 raise TimeoutError(f"job {job_id} not running: {job['state']} {counts}")
             time.sleep(1)
 
-    def operator_metrics(self, job_id: str, vertex_prefix: str, prefix: str) -> dict[str, float]:
-        """Metrics of one job vertex whose ids start with `prefix` (summed over subtasks)."""
-        vertex = next(
-            v
-            for v in self.rest(f"/jobs/{job_id}")["vertices"]
-            if v["name"].startswith(vertex_prefix)
-        )
-        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
-        names = [m["id"] for m in self.rest(base) if m["id"].startswith(prefix)]
-        if not names:
-            return {}
-        values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
-        return {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
+    def operator_metrics(
+        self, job_id: str, vertex_prefix: str, prefix: str, require: tuple[str, ...] = ()
+    ) -> dict[str, float]:
+        """Metrics of one job vertex whose ids start with `prefix` (summed over subtasks).
+
+        The REST API lists a metric only after its next fetch (every 10 s by default), so
+        this waits up to 30 s for the `require`d names to show up.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            vertex = next(
+                v
+                for v in self.rest(f"/jobs/{job_id}")["vertices"]
+                if v["name"].startswith(vertex_prefix)
+            )
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            names = [m["id"] for m in self.rest(base) if m["id"].startswith(prefix)]
+            metrics = {}
+            if names:
+                values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
+                metrics = {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
+            if all(r in metrics for r in require) or time.monotonic() > deadline:
+                return metrics
+            time.sleep(2)
 
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}", method="PATCH")

@@ -139,13 +139,16 @@ class KafkaBroker:
                     raise TimeoutError(f"Kafka on {self.bootstrap} did not answer") from None
                 time.sleep(1)
 
-    def create_topics(self, topics: list[str], partitions: int | None = None) -> None:
+    def create_topics(
+        self, topics: list[str], partitions: int | None = None, configs: dict | None = None
+    ) -> None:
         """Creates the topics that do not exist yet (an existing topic is kept as it is)."""
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
             existing = set(admin.list_topics())
             count = partitions or self.partitions
-            new = {t: {"num_partitions": count, "replication_factor": 1} for t in topics}
+            options = {"num_partitions": count, "replication_factor": 1, "configs": configs or {}}
+            new = {t: options for t in topics}
             new = {t: options for t, options in new.items() if t not in existing}
             if new:
                 admin.create_topics(new, raise_errors=False, wait_for_metadata=True)
@@ -183,3 +186,11 @@ def _terminate(pid_file: Path, timeout: float) -> None:
     else:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
+
+
+def create_job_topics(broker: KafkaBroker, config, partitions: int | None = None) -> None:
+    """Every topic the correlator reads or writes, for a `JobConfig`."""
+    broker.create_topics(config.input_topics, partitions)
+    broker.create_topics(config.output_topics, partitions)
+    # Reference data: one partition keeps updates in order; compaction keeps the latest per type.
+    broker.create_topics([config.reference_topic], 1, {"cleanup.policy": "compact"})

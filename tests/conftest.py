@@ -15,7 +15,7 @@ import pytest
 
 from job.config import JobConfig
 from stack.flink import FlinkCluster
-from stack.kafka import KafkaBroker
+from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
 from store import db
 
@@ -64,8 +64,7 @@ class Topics:
     broker: KafkaBroker
 
     def create(self, partitions: int = 3) -> Topics:
-        self.broker.create_topics(self.config.input_topics, partitions)
-        self.broker.create_topics(self.config.output_topics, partitions)
+        create_job_topics(self.broker, self.config, partitions)
         return self
 
 
@@ -80,6 +79,7 @@ def topics(kafka) -> Topics:
         expired_topic=f"t{tag}-Events_Expired",
         dead_letter_topic=f"t{tag}-Events_DeadLetter",
         late_topic=f"t{tag}-Events_Late",
+        reference_topic=f"t{tag}-Reference-Services",
         group_id=f"t{tag}",
         transactional_id_prefix=f"t{tag}",
     )

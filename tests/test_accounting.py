@@ -111,7 +111,9 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
         # Bounded state: after the retention every closed marker is forgotten.
         deadline = stopped + config.closed_retention_s + 60
         while True:
-            metrics = flink.operator_metrics(job_id, "correlate", "correlate_transactions.")
+            metrics = flink.operator_metrics(
+                job_id, "correlate", "correlate_transactions.", require=("closed_markers",)
+            )
             if metrics.get("closed_markers") == 0 or time.monotonic() > deadline:
                 break
             time.sleep(2)
@@ -122,7 +124,9 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
         assert metrics["duplicates"] + metrics["late"] == retries + late
         records_in = sum(v for k, v in metrics.items() if k.endswith(".records_in"))
         assert records_in == valid + retries + late
-        parsed = flink.operator_metrics(job_id, "Source", "parse_records.")
+        parsed = flink.operator_metrics(
+            job_id, "Source", "parse_records.", require=("dead_letters",)
+        )
         assert parsed["dead_letters"] == malformed
     finally:
         flink.cancel(job_id)

@@ -1,0 +1,21 @@
+"""Example enrichment hooks (`--enrich-hook generator.hooks:NAME`), used by the demo and tests.
+
+A hook receives a copy of the aggregate and returns a dict of extra fields; the job puts
+them under `extra`. An exception is caught, counted (`enrich_errors`) and recorded on the
+aggregate as `enrichment_error`; it never stops the job.
+"""
+
+from __future__ import annotations
+
+
+def speed_class(aggregate: dict) -> dict:
+    """Buckets the end-to-end duration, the kind of field a dashboard filters on."""
+    duration = aggregate["duration_ms"]
+    return {"speed": "fast" if duration < 1_000 else "normal" if duration < 60_000 else "slow"}
+
+
+def faulty(aggregate: dict) -> dict:
+    """Fails for transactions whose id contains "boom": a hook with a bug, for tests."""
+    if "boom" in aggregate["transaction"]:
+        raise RuntimeError("boom")
+    return speed_class(aggregate)
