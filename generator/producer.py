@@ -27,6 +27,7 @@ class TransactionProducer:
             acks="all",
         )
         self._partitions: dict[str, list[int]] = {}
+        self.failed: list[Exception] = []  # deliveries the client gave up on
 
     def __enter__(self) -> TransactionProducer:
         return self
@@ -34,6 +35,8 @@ class TransactionProducer:
     def __exit__(self, *exc) -> None:
         self.producer.flush()
         self.producer.close()
+        if self.failed and exc[0] is None:
+            raise RuntimeError(f"{len(self.failed)} records not delivered: {self.failed[0]!r}")
 
     def _random_partition(self, topic: str) -> int:
         if topic not in self._partitions:
@@ -48,11 +51,13 @@ class TransactionProducer:
             value=json.dumps(value).encode(),
             partition=self._random_partition(topic),
             timestamp_ms=timestamp_ms,
-        )
+        ).add_errback(self.failed.append)
 
     def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
         """Bytes as they are: for malformed input in tests and demos."""
-        self.producer.send(topic, value=value, key=key, partition=self._random_partition(topic))
+        self.producer.send(
+            topic, value=value, key=key, partition=self._random_partition(topic)
+        ).add_errback(self.failed.append)
 
     def send_all(
         self,

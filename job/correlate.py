@@ -142,6 +142,9 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.reference_errors = group.counter("reference_errors")
         self.in_flight = group.counter("transactions_in_flight")
         self.closed_markers = group.counter("closed_markers")
+        # Distributions keep their numbers in Java, so reading them is as safe as counters.
+        self.completion_ms = group.distribution("completion_duration_ms")
+        self.expired_parts = group.distribution("parts_per_expired")
 
     def process_element(self, row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         event = Event(row[0], row[1], row[2], Source(row[3], row[4], row[5], row[6]))
@@ -175,7 +178,8 @@ class Correlate(KeyedBroadcastProcessFunction):
         yield from ()
 
     def _enricher(self, ctx):
-        """Enrichment with the reference data as of now, read from state only when needed."""
+        """Enrichment with the reference data as of now (read from state only when needed),
+        and the metrics of what is emitted."""
 
         def enricher(record: dict) -> dict:
             if self._reference is None:
@@ -184,6 +188,10 @@ class Correlate(KeyedBroadcastProcessFunction):
             enriched = enrich.enrich(record, self._reference, self.hook)
             if "enrichment_error" in enriched:
                 self.enrich_errors.inc()
+            if record["status"] == EXPIRED:
+                self.expired_parts.update(record["part_count"])
+            else:
+                self.completion_ms.update(record["duration_ms"])
             return enriched
 
         return enricher

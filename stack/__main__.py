@@ -5,7 +5,7 @@ demo           up, submit both jobs, send transactions, print what comes out and
 submit         submit the correlator; arguments after `--` go to it (`job/main.py -h`)
 submit-writer  submit the writer; arguments after `--` go to it (`job/writer.py -h`)
 down           stop Flink, PostgreSQL and Kafka (data stays in .run/ until you delete it)
-status         what is running
+status         job state, checkpoints, input rate, counters, consumer lag [--json]
 jars           fetch the jars from Maven Central only
 """
 
@@ -15,7 +15,7 @@ import argparse
 import json
 
 from job.config import JobConfig, WriterConfig, parse_args
-from stack import demo, jars
+from stack import demo, jars, status
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         "--taskmanagers", type=int, default=2, help="one slot each: correlator + writer"
     )
     parser.add_argument("--partitions", type=int, default=3, help="partitions per input topic")
+    parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument(
+        "--group-id", default=JobConfig().group_id, help="the job's consumer group (status)"
+    )
     args = parser.parse_args(argv)
 
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
@@ -60,13 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         broker.stop()
         print("stopped Flink, PostgreSQL and Kafka")
     else:
-        status = {
-            "kafka": broker.bootstrap if broker.running() else None,
-            "postgres": database.url if database.running() else None,
-            "flink": cluster.rest("/overview", quiet=True),
-            "jobs": cluster.jobs() if cluster.rest("/overview", quiet=True) else [],
-        }
-        print(json.dumps(status, indent=2))
+        config = JobConfig(bootstrap_servers=broker.bootstrap, group_id=args.group_id)
+        report = status.collect(cluster, config)
+        report["kafka"] = broker.bootstrap if broker.running() else None
+        report["postgres"] = database.url if database.running() else None
+        print(json.dumps(report, indent=2) if args.json else status.render(report))
 
 
 def up(

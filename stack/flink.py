@@ -7,9 +7,11 @@ cluster and a test cluster (ports, the folders for checkpoints, logs and pids) i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -124,6 +126,48 @@ class FlinkCluster:
         for script in ("taskmanager.sh", "jobmanager.sh"):
             self._script(script, "stop-all")
 
+    def kill_taskmanagers(self) -> int:
+        """`kill -9` every TaskManager process, as a crash would; returns how many."""
+        # flink-daemon.sh writes flink-$USER-taskexecutor.pid ($USER may be empty).
+        pid_file = next(self.home.glob("flink-*-taskexecutor.pid"), None)
+        pids = [int(p) for p in pid_file.read_text().split()] if pid_file else []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if pid_file:
+            pid_file.unlink()
+        self._fingerprint_file.write_text("")  # the next TaskManagers start fresh
+        return len(pids)
+
+    def stop_with_savepoint(self, job_id: str, timeout: float = 120) -> str:
+        """Stops the job after a savepoint (`flink stop`) and returns the savepoint's path."""
+        trigger = self.rest(
+            f"/jobs/{job_id}/stop",
+            method="POST",
+            body={"drain": False, "targetDirectory": self.savepoints.as_uri()},
+        )["request-id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
+            if result["status"]["id"] == "COMPLETED":
+                operation = result["operation"]
+                if "failure-cause" in operation:
+                    raise RuntimeError(f"savepoint failed: {operation['failure-cause']}")
+                self.wait_for_state(job_id, {"FINISHED", "CANCELED", "FAILED"})
+                return operation["location"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"savepoint of {job_id} did not complete")
+            time.sleep(1)
+
+    def latest_checkpoint(self, job_id: str) -> str:
+        """The newest retained checkpoint of a job on disk (usable with `-s` after a crash)."""
+        folders = [
+            p for p in (self.checkpoints / job_id).glob("chk-*") if (p / "_metadata").exists()
+        ]
+        if not folders:
+            raise FileNotFoundError(f"no completed checkpoint of {job_id} in {self.checkpoints}")
+        return max(folders, key=lambda p: int(p.name.split("-")[1])).as_uri()
+
     def rest(self, path: str, method: str = "GET", body: dict | None = None, quiet: bool = False):
         """Calls the REST API; with quiet=True a cluster that is not up answers None."""
         data = None if body is None else json.dumps(body).encode()
@@ -174,6 +218,7 @@ class FlinkCluster:
         script: str = "main.py",
         bundles: tuple[str, ...] = (),
         python_per_record: bool = True,
+        restore_from: str | None = None,
     ) -> str:
         """Submits `job/<script>` with `flink run -py` and returns its job id.
 
@@ -186,6 +231,7 @@ class FlinkCluster:
             "bash", str(FLINK_HOME / "bin" / "flink"), "run",
             *(["-d"] if detached else []),
             "-D", f"rest.port={self.rest_port}", "-D", "rest.address=127.0.0.1",
+            *(["-s", restore_from] if restore_from else []),
             "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
             "-py", str(ROOT / "job" / script),
             "--jars", ",".join(str(p) for p in jars.connector_jars(*bundles)),
@@ -199,8 +245,8 @@ class FlinkCluster:
                 return line.split()[-1]
         raise RuntimeError(f"flink run failed:\n{result.stdout}\n{result.stderr}")
 
-    def submit_correlator(self, config: JobConfig) -> str:
-        return self.submit(config.to_args())
+    def submit_correlator(self, config: JobConfig, restore_from: str | None = None) -> str:
+        return self.submit(config.to_args(), restore_from=restore_from)
 
     def submit_writer(self, config: WriterConfig) -> str:
         return self.submit(
@@ -235,14 +281,14 @@ class FlinkCluster:
             time.sleep(1)
 
     def operator_metrics(
-        self, job_id: str, vertex_prefix: str, prefix: str, require: tuple[str, ...] = ()
+        self, job_id: str, vertex_prefix: str, prefix: str, until=None, timeout: float = 30
     ) -> dict[str, float]:
         """Metrics of one job vertex whose ids start with `prefix` (summed over subtasks).
 
-        The REST API lists a metric only after its next fetch (every 10 s by default), so
-        this waits up to 30 s for the `require`d names to show up.
+        The REST API refreshes metrics every 10 s by default, so with `until` (a predicate
+        on the metrics) this polls up to `timeout` seconds for it to hold.
         """
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             vertex = next(
                 v
@@ -255,7 +301,7 @@ class FlinkCluster:
             if names:
                 values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
                 metrics = {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
-            if all(r in metrics for r in require) or time.monotonic() > deadline:
+            if until is None or until(metrics) or time.monotonic() > deadline:
                 return metrics
             time.sleep(2)
 

@@ -194,3 +194,31 @@ def create_job_topics(broker: KafkaBroker, config, partitions: int | None = None
     broker.create_topics(config.output_topics, partitions)
     # Reference data: one partition keeps updates in order; compaction keeps the latest per type.
     broker.create_topics([config.reference_topic], 1, {"cleanup.policy": "compact"})
+
+
+def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int | None]:
+    """Records per topic that the group has not committed yet (None: nothing committed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        lag: dict[str, int | None] = {}
+        for topic in topics:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            ends = consumer.end_offsets(partitions)
+            done = [committed.get(tp) for tp in partitions]
+            if all(c is None for c in done):
+                lag[topic] = None
+                continue
+            lag[topic] = sum(
+                ends[tp] - (c.offset if c is not None and c.offset >= 0 else 0)
+                for tp, c in zip(partitions, done, strict=True)
+            )
+        return lag
+    finally:
+        consumer.close()
+        admin.close()

@@ -109,14 +109,14 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
         assert expired_after_stop <= config.timeout_s + config.expiry_grace_s + 2 + 5
 
         # Bounded state: after the retention every closed marker is forgotten.
-        deadline = stopped + config.closed_retention_s + 60
-        while True:
-            metrics = flink.operator_metrics(
-                job_id, "correlate", "correlate_transactions.", require=("closed_markers",)
-            )
-            if metrics.get("closed_markers") == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        wait_s = stopped + config.closed_retention_s + 60 - time.monotonic()
+        metrics = flink.operator_metrics(
+            job_id,
+            "correlate",
+            "correlate_transactions.",
+            until=lambda m: m.get("closed_markers") == 0,
+            timeout=wait_s,
+        )
         assert metrics["transactions_in_flight"] == 0
         assert metrics["closed_markers"] == 0
         assert metrics["aggregated"] == sum(p.complete for p in plans)
@@ -125,7 +125,7 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
         records_in = sum(v for k, v in metrics.items() if k.endswith(".records_in"))
         assert records_in == valid + retries + late
         parsed = flink.operator_metrics(
-            job_id, "Source", "parse_records.", require=("dead_letters",)
+            job_id, "Source", "parse_records.", until=lambda m: m.get("dead_letters") == malformed
         )
         assert parsed["dead_letters"] == malformed
     finally:

@@ -116,7 +116,10 @@ def test_enrichment_live(flink, topics):
         assert (record["slo_ms"], record["slo_breached"]) == (1, True)
 
         metrics = flink.operator_metrics(
-            job_id, "correlate", "correlate_transactions.", require=("enrich_errors",)
+            job_id,
+            "correlate",
+            "correlate_transactions.",
+            until=lambda m: m.get("enrich_errors") == 1,
         )
         assert metrics["enrich_errors"] == 1
         assert flink.rest(f"/jobs/{job_id}")["state"] == "RUNNING"

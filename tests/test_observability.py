@@ -1,0 +1,116 @@
+"""The job's counters, read back exactly from the REST API, Prometheus and the status command.
+
+A known input goes through the live job: 10 complete transactions, 3 partials, 2 malformed
+records, 1 producer retry and 1 straggler after its transaction closed.
+"""
+
+import random
+import re
+import time
+import urllib.request
+from dataclasses import replace
+
+import pytest
+
+from generator.outputs import read_topics
+from generator.producer import TransactionProducer
+from generator.transactions import Transaction, plan, record_value
+from stack import status
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink]
+
+PROMETHEUS_PORTS = range(9249, 9270)  # flink-conf/config.yaml metrics.reporter.prom.port
+
+
+def _scrape_all() -> str:
+    """Every Prometheus endpoint of the machine's Flink processes, concatenated."""
+    texts = []
+    for port in PROMETHEUS_PORTS:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                texts.append(r.read().decode())
+        except OSError:
+            continue
+    return "\n".join(texts)
+
+
+def _prometheus_value(text: str, name: str, job_id: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        if found.get("job_id") == job_id and all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return None
+
+
+def test_counters_in_rest_prometheus_and_status(flink, topics):
+    config = replace(
+        topics.config, timeout_s=5, expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2
+    )
+    types = list(config.types)
+    rng = random.Random(8)
+    complete = [plan(types, rng, prefix=config.group_id) for _ in range(10)]
+    partial = [
+        Transaction(f"{config.group_id}-partial-{i}", ("TypeA", "TypeB"), tuple(types[2:]))
+        for i in range(3)
+    ]
+    job_id = flink.submit_correlator(config)
+    try:
+        flink.wait_until_running(job_id)
+        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+            producer.send_all(complete + partial)
+            producer.send_record("TypeA", record_value(partial[0].id, "TypeA"))  # a retry
+            producer.send_raw(config.topic_prefix + "TypeC", b"{oops")
+            producer.send_raw(config.topic_prefix + "TypeD", b'{"no": "transaction"}')
+        results = [config.aggregated_topic, config.expired_topic]
+        read_topics(config.bootstrap_servers, results, until=lambda rs: len(rs) >= 13)
+        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+            producer.send_record("TypeA", record_value(complete[0].id, "TypeA"))  # straggler
+        read_topics(config.bootstrap_servers, [config.late_topic], until=lambda rs: rs)
+
+        expected = {
+            "records_in": {"TypeA": 15, "TypeB": 13, "TypeC": 10, "TypeD": 10, "TypeE": 10},
+            "dead_letters": 2,
+            "aggregated": 10,
+            "expired": 3,
+            "duplicates": 1,
+            "late": 1,
+            "enrich_errors": 0,
+            "transactions_in_flight": 0,
+            "closed_markers": 13,
+        }
+        deadline = time.monotonic() + 60
+        while True:  # the REST API refreshes metrics every 10 s
+            report = status.collect(flink, config)
+            lag = report["consumer_lag"]
+            if (report["counters"] == expected and set(lag.values()) == {0}) or (
+                time.monotonic() > deadline
+            ):
+                break
+            time.sleep(2)
+        assert report["job"]["state"] == "RUNNING"
+        assert report["counters"] == expected
+        assert lag == {t: 0 for t in config.input_topics}
+        assert report["last_checkpoint"]["age_s"] < 30
+        text = status.render(report)
+        assert "aggregated:    10" in text and "TypeA 15" in text and "RUNNING" in text
+
+        scraped = _scrape_all()
+        prefix = "flink_taskmanager_job_task_operator_"
+        operator = {"operator_name": "correlate_transactions"}
+        for name in ("aggregated", "expired", "duplicates", "late", "closed_markers"):
+            value = _prometheus_value(scraped, prefix + name, job_id, **operator)
+            assert value == expected[name], name
+        for record_type, count in expected["records_in"].items():
+            value = _prometheus_value(
+                scraped, prefix + "type_records_in", job_id, type=record_type, **operator
+            )
+            assert value == count, record_type
+        dead = _prometheus_value(
+            scraped, prefix + "dead_letters", job_id, operator_name="parse_records"
+        )
+        assert dead == 2
+    finally:
+        flink.cancel(job_id)
