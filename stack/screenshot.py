@@ -23,17 +23,18 @@ def job_overview_url(cluster: FlinkCluster, name: str = "txn-correlator") -> str
     return f"{cluster.url}/#/job/running/{running[0]['jid']}/overview"
 
 
-def screenshot(url: str, out: Path, size: str = "1600,1000", wait_ms: int = 8000) -> None:
+def screenshot(url: str, out: Path, size: str = "1600,1000", wait_ms: int = 6000) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("chromium not found: apt-get install chromium")
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
-                browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
                 f"--user-data-dir={profile}", f"--window-size={size}",
+                # Virtual time lets the single-page app fetch its data before the picture.
                 f"--virtual-time-budget={wait_ms}", f"--screenshot={out.resolve()}", url,
             ],
             check=True, capture_output=True, timeout=120,
