@@ -63,6 +63,12 @@ class Topics:
     config: JobConfig
     broker: KafkaBroker
 
+    def live(self, **overrides) -> JobConfig:
+        """The configuration for a live test: short timeouts so partials expire in seconds,
+        checkpoints every 2 s so committed output shows up quickly."""
+        fast = dict(timeout_s=5, expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2)
+        return replace(self.config, **{**fast, **overrides})
+
     def create(self, partitions: int = 3) -> Topics:
         create_job_topics(self.broker, self.config, partitions)
         return self

@@ -11,7 +11,6 @@ once every transaction is closed and the retention has passed the job holds no s
 import random
 import time
 from collections import Counter
-from dataclasses import replace
 
 import pytest
 
@@ -36,15 +35,7 @@ MALFORMED = [
 
 
 def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
-    config = replace(
-        topics.config,
-        timeout_s=5,
-        expiry_grace_s=3,
-        checkpoint_interval_s=2,
-        idleness_s=2,
-        closed_retention_s=60,
-        max_record_bytes=2000,
-    )
+    config = topics.live(closed_retention_s=60, max_record_bytes=2000)
     rng = random.Random(99)
     plans = load_plans(2100, config.types, 0.2, 0.5, rng)
     job_id = flink.submit(config.to_args())

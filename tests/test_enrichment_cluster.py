@@ -9,7 +9,6 @@ record is validated against schemas/aggregate.schema.json.
 import json
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -45,14 +44,7 @@ def _closed(config, ids: set[str]) -> dict[str, dict]:
 
 
 def test_enrichment_live(flink, topics):
-    config = replace(
-        topics.config,
-        timeout_s=5,
-        expiry_grace_s=3,
-        checkpoint_interval_s=2,
-        idleness_s=2,
-        enrich_hook="generator.hooks:faulty",
-    )
+    config = topics.live(enrich_hook="generator.hooks:faulty")
     slow = {"duration_slo_ms": 60_000}
     publish(
         config.bootstrap_servers,

@@ -60,14 +60,7 @@ class Load:
 
 
 def _config(topics, parallelism: int = 1):
-    return replace(
-        topics.config,
-        timeout_s=10,
-        expiry_grace_s=5,
-        checkpoint_interval_s=2,
-        idleness_s=2,
-        parallelism=parallelism,
-    )
+    return topics.live(timeout_s=10, expiry_grace_s=5, parallelism=parallelism)
 
 
 def _wait_running(flink, job_id: str, since: float) -> float:

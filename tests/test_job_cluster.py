@@ -9,7 +9,6 @@ transaction closed goes to the late topic instead of opening a false partial.
 
 import random
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -22,9 +21,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 
 def test_live_job_emits_every_transaction_exactly_once(flink, topics):
-    config = replace(
-        topics.config, timeout_s=5, expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2
-    )
+    config = topics.live()
     rng = random.Random(2024)
     plans = load_plans(1000, config.types, 0.1, 0.5, rng)
     job_id = flink.submit(config.to_args())

@@ -8,7 +8,6 @@ import random
 import re
 import time
 import urllib.request
-from dataclasses import replace
 
 import pytest
 
@@ -46,9 +45,7 @@ def _prometheus_value(text: str, name: str, job_id: str, **labels: str) -> float
 
 
 def test_counters_in_rest_prometheus_and_status(flink, topics):
-    config = replace(
-        topics.config, timeout_s=5, expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2
-    )
+    config = topics.live()
     types = list(config.types)
     rng = random.Random(8)
     complete = [plan(types, rng, prefix=config.group_id) for _ in range(10)]

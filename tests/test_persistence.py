@@ -65,9 +65,7 @@ def _wait_until_read(flink, job_id: str, records: int, timeout: float = 120) -> 
 
 
 def test_every_transaction_is_stored_once_and_a_replay_changes_nothing(flink, topics, postgres):
-    config = replace(
-        topics.config, timeout_s=5, expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2
-    )
+    config = topics.live()
     prefix = f"{config.group_id}-"
     writer = WriterConfig(
         bootstrap_servers=config.bootstrap_servers,
