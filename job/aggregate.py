@@ -137,6 +137,19 @@ def close(
     return Output(kind, kafka_key(transaction), json.dumps(record))
 
 
+def deferred_fallback(now_ms: int, last_input_ms: int, grace_ms: int) -> int | None:
+    """When the wall-clock fallback fires: None to expire now, or the time to look again.
+
+    The fallback exists for quiet times, when no input moves event time. While input still
+    arrives (for instance a backlog read after a restore, when overdue wall-clock timers fire
+    at once) event time is moving and decides; expiring then would cut off parts that are
+    still on their way. So a partial expires by the fallback only after `grace_ms` without
+    any input.
+    """
+    quiet_for = now_ms - last_input_ms
+    return None if quiet_for >= grace_ms else now_ms + (grace_ms - quiet_for)
+
+
 def expiry_deadline(first_event_time: int, timeout_ms: int) -> int:
     """Event time at which a partial expires: its first part plus the timeout."""
     return first_event_time + timeout_ms

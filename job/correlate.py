@@ -116,6 +116,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.timeout_ms = int(config.timeout_s * 1000)
         self.fallback_ms = int((config.timeout_s + config.expiry_grace_s) * 1000)
         self.retention_ms = int(config.closed_retention_s * 1000)
+        self.grace_ms = int(config.expiry_grace_s * 1000)
 
     def open(self, runtime_context: RuntimeContext):
         self.parts = runtime_context.get_map_state(PARTS)
@@ -124,6 +125,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.state = _FlinkTransactionState(self.parts, self.closed)
         self.hook = enrich.load_hook(self.config.enrich_hook)
         self._reference: dict[str, dict] | None = None  # cache of the broadcast state
+        self.last_input_ms = _now_ms()  # a (re)start counts as input: a backlog may follow
         self._open_metrics(runtime_context.get_metrics_group())
 
     def _open_metrics(self, group) -> None:
@@ -149,6 +151,7 @@ class Correlate(KeyedBroadcastProcessFunction):
     def process_element(self, row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         event = Event(row[0], row[1], row[2], Source(row[3], row[4], row[5], row[6]))
         self.records_in[event.type].inc()
+        self.last_input_ms = _now_ms()
         step = aggregate.on_event(
             self.state, event, self.config.types, _now_ms(), self._enricher(ctx)
         )
@@ -204,6 +207,12 @@ class Correlate(KeyedBroadcastProcessFunction):
                 self.closed.clear()
                 self.closed_markers.dec()
             return
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            later = aggregate.deferred_fallback(_now_ms(), self.last_input_ms, self.grace_ms)
+            if later is not None:  # input is still flowing: event time decides for now
+                ctx.timer_service().register_processing_time_timer(later)
+                self.deadlines.update((self.deadlines.value()[0], later))
+                return
         output = aggregate.close(
             self.state,
             ctx.get_current_key(),

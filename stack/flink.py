@@ -63,13 +63,20 @@ class FlinkCluster:
         return self.home / "lib"
 
     def _link_lib(self) -> None:
-        """The distribution's lib/ plus flink-python from opt/, which Python jobs need there."""
+        """The distribution's lib/, flink-python from opt/ (Python jobs need it there) and
+        the connector jars.
+
+        Connectors belong in lib/, not in each job's jars: a Kafka client thread that
+        outlives a job whose class loader was closed failed with ClassNotFoundException
+        in the JobManager when jobs were stopped and resubmitted.
+        """
         self.lib.mkdir(parents=True, exist_ok=True)
-        jars = [
+        jar_paths = [
             *(FLINK_HOME / "lib").glob("*.jar"),
             *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
+            *jars.connector_jars("jdbc"),
         ]
-        for jar in jars:
+        for jar in jar_paths:
             link = self.lib / jar.name
             if not link.exists():
                 link.symlink_to(jar)
@@ -216,7 +223,6 @@ class FlinkCluster:
         job_args: list[str],
         detached: bool = True,
         script: str = "main.py",
-        bundles: tuple[str, ...] = (),
         python_per_record: bool = True,
         restore_from: str | None = None,
     ) -> str:
@@ -234,7 +240,6 @@ class FlinkCluster:
             *(["-s", restore_from] if restore_from else []),
             "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
             "-py", str(ROOT / "job" / script),
-            "--jars", ",".join(str(p) for p in jars.connector_jars(*bundles)),
             *job_args,
         ]  # fmt: skip
         result = subprocess.run(
@@ -249,9 +254,7 @@ class FlinkCluster:
         return self.submit(config.to_args(), restore_from=restore_from)
 
     def submit_writer(self, config: WriterConfig) -> str:
-        return self.submit(
-            config.to_args(), script="writer.py", bundles=("jdbc",), python_per_record=False
-        )
+        return self.submit(config.to_args(), script="writer.py", python_per_record=False)
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview")["jobs"]

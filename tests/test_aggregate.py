@@ -11,6 +11,7 @@ from job.aggregate import (
     Verdict,
     build_aggregate,
     classify,
+    deferred_fallback,
     expiry_deadline,
     kafka_key,
     late_record,
@@ -39,6 +40,12 @@ def test_classify(event_type, held, closed, verdict):
 
 def test_single_type_completes_on_first_record():
     assert classify("TypeA", [], None, ["TypeA"]) is Verdict.COMPLETED
+
+
+def test_wall_clock_fallback_waits_for_quiet_input():
+    assert deferred_fallback(now_ms=10_000, last_input_ms=1_000, grace_ms=3_000) is None
+    assert deferred_fallback(now_ms=10_000, last_input_ms=7_000, grace_ms=3_000) is None
+    assert deferred_fallback(now_ms=10_000, last_input_ms=9_000, grace_ms=3_000) == 12_000
 
 
 def test_expiry_deadline_is_first_event_plus_timeout():
