@@ -105,7 +105,11 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
             job_id,
             "correlate",
             "correlate_transactions.",
-            until=lambda m: m.get("closed_markers") == 0,
+            # Fresh numbers (all transactions counted) and the retention over.
+            until=lambda m: (
+                m.get("aggregated", 0) + m.get("expired", 0) == len(plans)
+                and m.get("closed_markers") == 0
+            ),
             timeout=wait_s,
         )
         assert metrics["transactions_in_flight"] == 0
