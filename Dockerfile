@@ -78,8 +78,9 @@ RUN python -m pip install --no-cache-dir "apache-flink==${FLINK_VERSION}"
 RUN mv "${FLINK_HOME}/opt/flink-python-${FLINK_VERSION}.jar" "${FLINK_HOME}/lib/" \
  && ln -s "${FLINK_HOME}/lib/flink-python-${FLINK_VERSION}.jar" "${FLINK_HOME}/opt/"
 
-# The Kafka connector; the job gets it with --jars, as `stack` does.
-COPY --from=jars /jars/ /opt/txn-correlator/jars/
+# The Kafka connector on the cluster class path (lib/), as `stack` links it, not per job with
+# --jars: a Kafka client thread outliving a stopped job hit ClassNotFoundException otherwise.
+COPY --from=jars /jars/ ${FLINK_HOME}/lib/
 
 # The project, installed in editable mode: the TaskManagers' embedded interpreter imports the
 # job's modules from this one copy, and job/sql.py finds sql/ beside job/.

@@ -269,20 +269,25 @@ def image_job_script() -> str:
 
 
 def image_connector_jar() -> str:
-    """Where the image keeps the Kafka connector: Maven copies it into a stage's folder, and
-    the final stage copies that folder."""
+    """Where the image puts the Kafka connector: Maven copies it into a stage's folder, and
+    the final stage copies that folder (once)."""
     for command in dockerfile().run_commands():
         if f"-Dartifact={jars.FLINK_KAFKA_CONNECTOR}" in command:
             (output,) = [w.split("=", 1)[1] for w in command if w.startswith("-DoutputDirectory=")]
             break
     else:
         raise AssertionError(f"the Dockerfile does not fetch {jars.FLINK_KAFKA_CONNECTOR}")
-    for arguments, workdir in dockerfile().all("COPY"):
-        words = arguments.split()
-        if words[0].startswith("--from=") and words[1].rstrip("/") == output.rstrip("/"):
-            folder = posixpath.normpath(posixpath.join(workdir, words[2]))
-            return f"{folder}/{connector_jar_name()}"
-    raise AssertionError(f"the image does not COPY {output} from its build stage")
+    folders = [
+        posixpath.normpath(posixpath.join(workdir, words[2]))
+        for words, workdir in ((a.split(), w) for a, w in dockerfile().all("COPY"))
+        if words[0].startswith("--from=") and words[1].rstrip("/") == output.rstrip("/")
+    ]
+    assert len(folders) == 1, f"the image must COPY {output} from its build stage once"
+    return f"{folders[0]}/{connector_jar_name()}"
+
+
+def image_flink_lib() -> str:
+    return f"{Dockerfile.BASE_ENV['FLINK_HOME']}/lib"
 
 
 def image_flink_python_jar() -> str:
@@ -323,6 +328,13 @@ def test_dockerfile_connector_checksum_is_that_of_the_maven_central_jar() -> Non
     digest = hashlib.sha256(jar.read_bytes()).hexdigest()
     assert dockerfile().args["FLINK_KAFKA_CONNECTOR_SHA256"] == digest
     assert any("sha256sum" in c and "-c" in c for c in dockerfile().run_commands())
+
+
+def test_dockerfile_puts_the_kafka_connector_on_the_cluster_class_path() -> None:
+    """In Flink's lib/, as `stack` links it (FlinkCluster._link_lib), not shipped per job with
+    --jars: a Kafka client thread that outlived a stopped job then failed with
+    ClassNotFoundException in the JobManager after a resubmission."""
+    assert image_connector_jar() == f"{image_flink_lib()}/{connector_jar_name()}"
 
 
 def test_dockerfile_moves_flink_python_to_lib_and_keeps_a_link_in_opt() -> None:
@@ -540,12 +552,10 @@ def test_compose_submits_the_job_with_valid_arguments() -> None:
     assert args[:2] == ["-py", image_job_script()]
     config = parse_job_args(args[2:])
     assert config.bootstrap_servers == internal_bootstrap()
-    assert config.jars == (image_connector_jar(),)
     assert config.parallelism == int(interpolate(service("taskmanager")["deploy"]["replicas"]))
+    assert not config.jars, "the connector is in the image's Flink lib/: no --jars"
     # Everything else (topics, timeouts, names) is the default the topics were created for.
-    assert replace(config, bootstrap_servers=DEFAULT.bootstrap_servers, jars=(), parallelism=0) == (
-        DEFAULT
-    )
+    assert replace(config, bootstrap_servers=DEFAULT.bootstrap_servers, parallelism=0) == DEFAULT
     script = submit["command"][2]
     assert f"grep -q ' : {DEFAULT.job_name} ('" in script, "re-submission guard by job name"
     assert "exec flink run --detached" in script
@@ -660,9 +670,10 @@ def test_flink_deployment_runs_the_pyflink_job_in_application_mode() -> None:
     assert job["entryClass"] == "org.apache.flink.client.python.PythonDriver"
     assert job["args"][:2] == ["-py", image_job_script()]
     config = parse_job_args([str(a) for a in job["args"][2:]])
-    assert config.jars == (image_connector_jar(),)
+    assert not config.jars, "the connector is in the image's Flink lib/: no --jars"
     assert config.bootstrap_servers.rsplit(":", 1)[1] == DEFAULT_PORT
-    assert replace(config, bootstrap_servers=DEFAULT.bootstrap_servers, jars=()) == DEFAULT
+    # The parallelism is spec.job.parallelism, not an argument: everything else is the default.
+    assert replace(config, bootstrap_servers=DEFAULT.bootstrap_servers) == DEFAULT
     assert job["upgradeMode"] == "savepoint" and job["state"] == "running"
     assert isinstance(job["parallelism"], int) and job["parallelism"] >= 1
 
