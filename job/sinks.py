@@ -12,7 +12,7 @@ from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
 
 from job.config import JobConfig
-from job.sql import render, render_options
+from job.sql import render, render_options, with_client_properties
 
 # Every Python operator emits rows of this shape; the sink routes them by `topic`.
 OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING(), Types.STRING()])
@@ -31,9 +31,7 @@ def sink_options(config: JobConfig) -> dict[str, str]:
         "sink.transactional-id-prefix": config.transactional_id_prefix,
         "properties.transaction.timeout.ms": str(config.transaction_timeout_ms),
     }
-    for key, value in config.kafka_client_properties().items():
-        options[f"properties.{key}"] = value
-    return options
+    return with_client_properties(options, config.kafka_client_properties())
 
 
 def write_output_records(t_env: StreamTableEnvironment, rows: DataStream, config: JobConfig):

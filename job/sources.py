@@ -12,7 +12,7 @@ from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
 
 from job.config import JobConfig
-from job.sql import render, render_options
+from job.sql import render, render_options, with_client_properties
 
 # The columns the parser receives, in order.
 INPUT_COLUMNS = "payload, topic, `partition`, `offset`, event_time"
@@ -39,9 +39,7 @@ def source_options(config: JobConfig) -> dict[str, str]:
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"
         options["scan.startup.mode"] = "earliest-offset"
-    for key, value in config.kafka_client_properties().items():
-        options[f"properties.{key}"] = value
-    return options
+    return with_client_properties(options, config.kafka_client_properties())
 
 
 def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
@@ -71,9 +69,7 @@ def reference_options(config: JobConfig) -> dict[str, str]:
     }
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"
-    for key, value in config.kafka_client_properties().items():
-        options[f"properties.{key}"] = value
-    return options
+    return with_client_properties(options, config.kafka_client_properties())
 
 
 def reference_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:

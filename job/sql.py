@@ -28,3 +28,8 @@ def _quote(text: str) -> str:
 
 def render_options(options: dict[str, str]) -> str:
     return ",\n".join(f"  {_quote(k)} = {_quote(str(v))}" for k, v in options.items())
+
+
+def with_client_properties(options: dict[str, str], properties: dict[str, str]) -> dict[str, str]:
+    """Connector options plus the Kafka client properties (SASL, TLS, ...) as `properties.*`."""
+    return {**options, **{f"properties.{k}": v for k, v in properties.items()}}

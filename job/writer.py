@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
 from job.config import WriterConfig, parse_args  # noqa: E402
-from job.sql import render, render_options  # noqa: E402
+from job.sql import render, render_options, with_client_properties  # noqa: E402
 
 
 def source_options(config: WriterConfig) -> dict[str, str]:
@@ -31,9 +31,7 @@ def source_options(config: WriterConfig) -> dict[str, str]:
         "scan.startup.mode": "earliest-offset" if config.from_beginning else "group-offsets",
         "value.format": "raw",
     }
-    for key, value in config.kafka_client_properties().items():
-        options[f"properties.{key}"] = value
-    return options
+    return with_client_properties(options, config.kafka_client_properties())
 
 
 def sink_options(config: WriterConfig) -> dict[str, str]:

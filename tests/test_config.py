@@ -67,3 +67,23 @@ def test_readme_documents_every_option():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for f in fields(JobConfig):
         assert f"`--{f.name.replace('_', '-')}`" in readme, f.name
+
+
+def test_kafka_properties_reach_every_kafka_connector(tmp_path):
+    from job import writer
+    from job.config import WriterConfig
+    from job.sinks import sink_options
+    from job.sources import reference_options, source_options
+
+    props = tmp_path / "client.properties"
+    props.write_text("security.protocol=SASL_SSL\n")
+    config = parse_args(["--kafka-properties", str(props)])
+    writer_config = parse_args(["--kafka-properties", str(props)], WriterConfig)
+    for options in (
+        source_options(config),
+        reference_options(config),
+        sink_options(config),
+        writer.source_options(writer_config),
+    ):
+        assert options["properties.security.protocol"] == "SASL_SSL"
+        assert options["connector"] == "kafka"
