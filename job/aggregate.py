@@ -100,7 +100,9 @@ def on_event(
 ) -> Step:
     """Applies one record to its transaction; the caller starts timers on OPENED."""
     held = state.held_types()
-    closed = state.closed_status()
+    # Closing drops the parts, so a transaction holding parts is open: one state read saved
+    # for every record but a transaction's first.
+    closed = None if held else state.closed_status()
     verdict = classify(event.type, held, closed, expected)
     if verdict is Verdict.LATE:
         return Step(verdict, Output(LATE, kafka_key(event.transaction), late_record(event, closed)))

@@ -9,7 +9,7 @@ timestamp assigner sits in the chain.
 from __future__ import annotations
 
 from pyflink.datastream import DataStream
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, TableEnvironment
 
 from job.config import JobConfig
 from job.sql import render, render_options, with_client_properties
@@ -42,7 +42,8 @@ def source_options(config: JobConfig) -> dict[str, str]:
     return with_client_properties(options, config.kafka_client_properties())
 
 
-def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
+def declare_input_records(t_env: TableEnvironment, config: JobConfig) -> None:
+    """Registers the `input_records` table (also used by the benchmark's SQL copy job)."""
     ddl = render(
         "input_records.sql",
         event_time=event_time_expression(config),
@@ -50,6 +51,10 @@ def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStrea
         options=render_options(source_options(config)),
     )
     t_env.execute_sql(ddl)
+
+
+def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
+    declare_input_records(t_env, config)
     table = t_env.sql_query(f"SELECT {INPUT_COLUMNS} FROM input_records")
     return t_env.to_data_stream(table)
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +30,8 @@ class FlinkCluster:
     rest_port: int = 8081
     rpc_port: int = 6123
     taskmanagers: int = 1
+    # More `-D` settings for this cluster only (the benchmark refreshes metrics every second).
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -55,6 +57,7 @@ class FlinkCluster:
             "execution.checkpointing.savepoint-dir": self.savepoints.as_uri(),
             "python.executable": PYTHON,
             "python.client.executable": PYTHON,
+            **self.settings,
         }
         return [arg for k, v in settings.items() for arg in ("-D", f"{k}={v}")]
 
@@ -133,15 +136,18 @@ class FlinkCluster:
         for script in ("taskmanager.sh", "jobmanager.sh"):
             self._script(script, "stop-all")
 
-    def kill_taskmanagers(self) -> int:
-        """`kill -9` every TaskManager process, as a crash would; returns how many."""
+    def taskmanager_pids(self) -> list[int]:
         # flink-daemon.sh writes flink-$USER-taskexecutor.pid ($USER may be empty).
         pid_file = next(self.home.glob("flink-*-taskexecutor.pid"), None)
-        pids = [int(p) for p in pid_file.read_text().split()] if pid_file else []
+        return [int(p) for p in pid_file.read_text().split()] if pid_file else []
+
+    def kill_taskmanagers(self) -> int:
+        """`kill -9` every TaskManager process, as a crash would; returns how many."""
+        pids = self.taskmanager_pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if pid_file:
+        for pid_file in self.home.glob("flink-*-taskexecutor.pid"):
             pid_file.unlink()
         self._fingerprint_file.write_text("")  # the next TaskManagers start fresh
         return len(pids)
@@ -211,22 +217,29 @@ class FlinkCluster:
                     "the job's code changed but a job is still running on these TaskManagers; "
                     "stop it with a savepoint first, then submit again"
                 )
-            count = self._registered()
-            self._script("taskmanager.sh", "stop-all")
-            self.wait_for_taskmanagers(0, timeout=60, at_most=True)
-            self.add_taskmanagers(max(count, self.taskmanagers))
-            self.wait_for_taskmanagers(max(count, self.taskmanagers), timeout=120)
+            self.restart_taskmanagers()
         self._fingerprint_file.write_text(current)
+
+    def restart_taskmanagers(self) -> None:
+        """Fresh TaskManager processes (fresh interpreters, memory back to a baseline)."""
+        count = max(self._registered(), self.taskmanagers)
+        self._script("taskmanager.sh", "stop-all")
+        self.wait_for_taskmanagers(0, timeout=60, at_most=True)
+        self.add_taskmanagers(count)
+        self.wait_for_taskmanagers(count, timeout=120)
+        self._fingerprint_file.write_text("")
 
     def submit(
         self,
         job_args: list[str],
         detached: bool = True,
-        script: str = "main.py",
+        script: str = "job/main.py",
         python_per_record: bool = True,
         restore_from: str | None = None,
+        options: dict[str, str] | None = None,
     ) -> str:
-        """Submits `job/<script>` with `flink run -py` and returns its job id.
+        """Submits a Python script (relative to the repository) with `flink run -py` and
+        returns its job id.
 
         A job whose operators run Python (the correlator) needs TaskManagers that have not
         imported an older version of its code; a pure SQL job (the writer) does not.
@@ -237,9 +250,10 @@ class FlinkCluster:
             "bash", str(FLINK_HOME / "bin" / "flink"), "run",
             *(["-d"] if detached else []),
             "-D", f"rest.port={self.rest_port}", "-D", "rest.address=127.0.0.1",
+            *(arg for k, v in (options or {}).items() for arg in ("-D", f"{k}={v}")),
             *(["-s", restore_from] if restore_from else []),
             "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
-            "-py", str(ROOT / "job" / script),
+            "-py", str(ROOT / script),
             *job_args,
         ]  # fmt: skip
         result = subprocess.run(
@@ -250,11 +264,17 @@ class FlinkCluster:
                 return line.split()[-1]
         raise RuntimeError(f"flink run failed:\n{result.stdout}\n{result.stderr}")
 
-    def submit_correlator(self, config: JobConfig, restore_from: str | None = None) -> str:
-        return self.submit(config.to_args(), restore_from=restore_from)
+    def submit_correlator(
+        self,
+        config: JobConfig,
+        restore_from: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> str:
+        """`options` are Flink settings for this job only (`-D`), e.g. the execution mode."""
+        return self.submit(config.to_args(), restore_from=restore_from, options=options)
 
     def submit_writer(self, config: WriterConfig) -> str:
-        return self.submit(config.to_args(), script="writer.py", python_per_record=False)
+        return self.submit(config.to_args(), script="job/writer.py", python_per_record=False)
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview")["jobs"]
@@ -284,9 +304,16 @@ class FlinkCluster:
             time.sleep(1)
 
     def operator_metrics(
-        self, job_id: str, vertex_prefix: str, prefix: str, until=None, timeout: float = 30
+        self,
+        job_id: str,
+        vertex_prefix: str,
+        prefix: str,
+        until=None,
+        timeout: float = 30,
+        suffix: str = "",
     ) -> dict[str, float]:
-        """Metrics of one job vertex whose ids start with `prefix` (summed over subtasks).
+        """Metrics of one job vertex whose ids start with `prefix` and end with `suffix`
+        (summed over subtasks).
 
         The REST API refreshes metrics every 10 s by default, so with `until` (a predicate
         on the metrics) this polls up to `timeout` seconds for it to hold.
@@ -299,7 +326,11 @@ class FlinkCluster:
                 if v["name"].startswith(vertex_prefix)
             )
             base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
-            names = [m["id"] for m in self.rest(base) if m["id"].startswith(prefix)]
+            names = [
+                m["id"]
+                for m in self.rest(base)
+                if m["id"].startswith(prefix) and m["id"].endswith(suffix)
+            ]
             metrics = {}
             if names:
                 values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")

@@ -1,0 +1,90 @@
+"""What a team writes first: one kafka-python consumer loop with the open transactions in a
+dict, emitting an aggregate as soon as the last type arrives and scanning for expired ones
+every second. No checkpoints, no exactly-once: state is lost on a crash and records read
+but not emitted then are lost too (offsets auto-commit). Peer for the benchmark only.
+
+Builds the same aggregate documents as the Flink job (`job.aggregate.build_aggregate`), so
+the outputs are comparable record for record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from job.aggregate import COMPLETE, EXPIRED, Part, build_aggregate, kafka_key
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.dict_loop")
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument("--types", default="TypeA,TypeB,TypeC,TypeD,TypeE")
+    parser.add_argument("--topic-prefix", default="Events-")
+    parser.add_argument("--aggregated-topic", default="Events_Aggregated")
+    parser.add_argument("--expired-topic", default="Events_Expired")
+    parser.add_argument("--timeout-s", type=float, default=120.0)
+    parser.add_argument("--group-id", default="dict-loop")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    types = args.types.split(",")
+    topic_type = {args.topic_prefix + t: t for t in types}
+    consumer = KafkaConsumer(
+        *topic_type,
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group_id,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+    )
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=5)
+    open_parts: dict[str, dict[str, Part]] = {}
+    opened_at: dict[str, float] = {}  # wall clock, for the expiry scan
+    running = True
+
+    def stop(*_):
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def emit(transaction: str, status: str) -> None:
+        parts = open_parts.pop(transaction)
+        opened_at.pop(transaction)
+        record = build_aggregate(transaction, parts, types, status, int(time.time() * 1000))
+        topic = args.aggregated_topic if status == COMPLETE else args.expired_topic
+        producer.send(topic, key=kafka_key(transaction).encode(), value=json.dumps(record).encode())
+
+    last_scan = time.monotonic()
+    while running:
+        for records in consumer.poll(timeout_ms=200).values():
+            for r in records:
+                try:
+                    transaction = json.loads(r.value)["transaction"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a first version drops what it cannot read
+                parts = open_parts.setdefault(transaction, {})
+                opened_at.setdefault(transaction, time.monotonic())
+                record_type = topic_type[r.topic]
+                if record_type not in parts:
+                    value = r.value.decode()
+                    parts[record_type] = Part(len(parts), r.timestamp, value, r.partition, r.offset)
+                if len(parts) == len(types):
+                    emit(transaction, COMPLETE)
+        if time.monotonic() - last_scan >= 1.0:
+            last_scan = time.monotonic()
+            cutoff = last_scan - args.timeout_s
+            for transaction in [t for t, at in opened_at.items() if at < cutoff]:
+                emit(transaction, EXPIRED)
+    producer.flush()
+    consumer.close()
+    producer.close()
+
+
+if __name__ == "__main__":
+    main()

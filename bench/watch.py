@@ -1,0 +1,108 @@
+"""Watches a system's output topics as a `read_committed` consumer would.
+
+Counts every output record as it becomes visible, samples the input records a system reports
+done (Flink's source metric: exactly-once output only shows at checkpoints, in steps), and,
+for records of a tagged batch, the completion latency: visibility time minus the last
+part's Kafka timestamp (`last_event_time` in an aggregate; the record timestamp for the
+copy job, which writes one output per input). CPU of the system's processes is sampled
+alongside, so CPU per record covers exactly the steady window.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+
+
+@dataclass
+class Sample:
+    at: float  # wall-clock seconds
+    outputs: int  # output records seen so far
+    cpu_s: float  # the system's CPU seconds so far
+    progress: int | None = None  # input records the system reports done, if it can tell
+
+
+@dataclass
+class Watcher:
+    bootstrap: str
+    topics: list[str]
+    cpu: Callable[[], float]
+    progress: Callable[[], int | None] = lambda: None
+    samples: list[Sample] = field(default_factory=list)
+    _latency_tag: str | None = None
+    _latencies: list[float] = field(default_factory=list)
+    _count: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Watcher:
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def mark(self) -> int:
+        """Takes a sample now (the system just started); returns its index."""
+        self.samples.append(self._sample())
+        return len(self.samples) - 1
+
+    def _sample(self) -> Sample:
+        return Sample(time.time(), self._count, self.cpu(), self.progress())
+
+    def measure_latency(self, tag: str) -> list[float]:
+        """From now on, latencies (ms) of outputs whose transaction starts with `tag`."""
+        self._latencies = []
+        self._latency_tag = tag
+        return self._latencies
+
+    def wait_for(self, count: int, timeout: float, latencies: int | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._count >= count and (latencies is None or len(self._latencies) >= latencies):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            max_poll_records=5000,
+        )
+        partitions = [
+            TopicPartition(t, p) for t in self.topics for p in consumer.partitions_for_topic(t)
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        last_sample = 0.0
+        while not self._stop.is_set():
+            batches = consumer.poll(timeout_ms=200)
+            seen = time.time()
+            for records in batches.values():
+                self._count += len(records)
+                if self._latency_tag is not None:
+                    self._record_latencies(records, seen)
+            if seen - last_sample >= 0.5:
+                self.samples.append(self._sample())
+                last_sample = seen
+        consumer.close()
+
+    def _record_latencies(self, records, seen: float) -> None:
+        for record in records:
+            value = json.loads(record.value)
+            if not value.get("transaction", "").startswith(self._latency_tag):
+                continue
+            sent = value.get("last_event_time", record.timestamp)
+            self._latencies.append(seen * 1000 - sent)
