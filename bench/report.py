@@ -32,32 +32,44 @@ def _ratio(ours, theirs) -> str:
     return f"{ours / theirs:.2f}x"
 
 
+def _latency_cell(latency: dict | None) -> str:
+    if not latency:
+        return "-"
+    percentiles = " / ".join(_fmt(latency.get(f"p{q}_ms")) for q in (50, 95, 99))
+    return f"{percentiles} (at {_fmt(latency.get('sent_rate'))}/s)"
+
+
 def markdown(results: dict) -> str:
     systems = results["systems"]
-    ours = systems[0]
+    ours = systems[0]["throughput"]
+    loads = results.get("loads", [50, 90])
     lines = [
         f"Benchmark of {results['date']} on {results['machine']}: {results['transactions']:,} "
         f"transactions ({results['transactions'] * len(results['types']):,} records) "
-        f"pre-loaded; latency at 50% and 90% of each system's own maximum rate.",
+        f"pre-loaded per system; latency with records sent at "
+        f"{' and '.join(f'{x}%' for x in loads)} of each system's own maximum rate.",
         "",
-        "| system | records/s | CPU s per 1k records | p50 / p95 / p99 ms at 50% | "
-        "p50 / p95 / p99 ms at 90% | ours vs it (records/s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| system | records/s steady | records/s whole run | CPU s per 1k records | "
+        + " | ".join(f"latency p50 / p95 / p99 ms at {x}%" for x in loads)
+        + " | ours vs it (steady, whole run) |",
+        "|---|---:|---:|---:|" + "---:|" * len(loads) + "---:|",
     ]
     for s in systems:
+        t = s["throughput"]
+        ratio = "-"
+        if s is not systems[0]:
+            ratio = (
+                f"{_ratio(ours['records_per_s'], t['records_per_s'])}, "
+                f"{_ratio(ours['whole_run_records_per_s'], t['whole_run_records_per_s'])}"
+            )
         cells = [
             s["name"],
-            _fmt(s["throughput"]["records_per_s"]),
-            _fmt(s["throughput"]["cpu_s_per_1k"], 3),
+            _fmt(t["records_per_s"]),
+            _fmt(t["whole_run_records_per_s"]),
+            _fmt(t["whole_run_cpu_s_per_1k"], 3),
+            *(_latency_cell(s["latency"].get(str(x))) for x in loads),
+            ratio,
         ]
-        for load in ("50", "90"):
-            lat = s["latency"].get(load) or {}
-            cells.append(" / ".join(_fmt(lat.get(f"p{q}_ms")) for q in (50, 95, 99)))
-        cells.append(
-            "-"
-            if s is ours
-            else _ratio(ours["throughput"]["records_per_s"], s["throughput"]["records_per_s"])
-        )
         lines.append("| " + " | ".join(cells) + " |")
     if results.get("in_flight"):
         lines += [
@@ -102,13 +114,12 @@ def _plots(results: dict, out: Path) -> list[Path]:
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    loads = [str(x) for x in results.get("loads", [50, 90])]
+    fig, axes = plt.subplots(1, len(loads), figsize=(5 * len(loads), 4.5), squeeze=False)
     names = [s["name"] for s in results["systems"]]
-    for ax, load in zip(axes, ("50", "90"), strict=True):
+    for ax, load in zip(axes[0], loads, strict=True):
         for i, q in enumerate((50, 95, 99)):
-            values = [
-                (s["latency"].get(load) or {}).get(f"p{q}_ms") or 0 for s in results["systems"]
-            ]
+            values = [_latency(s, load, q) for s in results["systems"]]
             ax.bar([x + i * 0.27 for x in range(len(names))], values, width=0.27, label=f"p{q}")
         ax.set_xticks([x + 0.27 for x in range(len(names))], names, rotation=20, ha="right")
         ax.set(title=f"Completion latency at {load}% of max rate", ylabel="ms")

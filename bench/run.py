@@ -168,19 +168,32 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
     )
     result = {"name": system.name, "latency": {}, "timeline": []}
     watcher.start()
+    # Sampled before the start: a fast system may be done before its start call returns.
+    before = watcher.mark()
     system.start(config)
     try:
-        start = watcher.mark()
+        started = watcher.mark()
         done = watcher.wait_for(expected, timeout=120 + records / 500)
-        watcher.mark()  # the moment all outputs were seen
-        samples = watcher.samples[start:]
-        result["outputs"] = watcher.count
-        result["expected_outputs"] = expected
+        finished = watcher.mark()  # the moment all outputs were seen
+        samples = watcher.samples[before:]
         per_output = system.records_per_output
-        result["throughput"] = figures.throughput(samples, records, per_output)
-        result["timeline"] = figures.timeline(samples, per_output)
-        rate = result["throughput"]["records_per_s"]
-        print(f"   {watcher.count:,}/{expected:,} outputs, {rate or 0:,.0f} records/s", flush=True)
+        measured = {
+            **figures.throughput(samples, records, per_output),
+            **figures.whole_run(watcher.samples[started], watcher.samples[finished], records),
+        }
+        result.update(
+            outputs=watcher.count,
+            expected_outputs=expected,
+            throughput=measured,
+            timeline=figures.timeline(samples, per_output),
+        )
+        rate = figures.max_rate(measured)
+        print(
+            f"   {watcher.count:,}/{expected:,} outputs; records/s: steady "
+            f"{measured['records_per_s'] or 0:,.0f}, whole run "
+            f"{measured['whole_run_records_per_s'] or 0:,.0f}",
+            flush=True,
+        )
         if done and rate:
             for load in settings.loads:
                 result["latency"][str(load)] = measure_latency(
@@ -305,6 +318,7 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
         "transactions": settings.transactions,
         "types": list(JobConfig().types),
         "timeout_s": settings.timeout_s,
+        "loads": list(settings.loads),
         "systems": [],
         "in_flight": [],
     }

@@ -103,12 +103,19 @@ class Subprocess(System):
 
     def command(self, config: JobConfig) -> list[str]: ...
 
+    def environment(self, config: JobConfig) -> dict[str, str]:
+        return {}
+
     def start(self, config: JobConfig) -> None:
         log = RUN / "bench" / f"{self.name.split()[0].lower()}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
-                self.command(config), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                self.command(config),
+                cwd=ROOT,
+                env={**os.environ, **self.environment(config)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def stop(self) -> None:
@@ -152,7 +159,19 @@ class Faust(Subprocess):
     records_per_output = 5
 
     def command(self, config: JobConfig) -> list[str]:
-        return [str(FAUST_PYTHON), "bench/peers/faust_app.py", *_peer_args(config)]
+        return [str(FAUST_PYTHON), "bench/peers/faust_app.py", "worker", "-l", "warning"]
+
+    def environment(self, config: JobConfig) -> dict[str, str]:
+        return {
+            "PEER_BOOTSTRAP_SERVERS": config.bootstrap_servers,
+            "PEER_TYPES": ",".join(config.types),
+            "PEER_TOPIC_PREFIX": config.topic_prefix,
+            "PEER_AGGREGATED_TOPIC": config.aggregated_topic,
+            "PEER_EXPIRED_TOPIC": config.expired_topic,
+            "PEER_TIMEOUT_S": str(config.timeout_s),
+            "PEER_APP_ID": config.group_id,
+            "PEER_DATA_DIR": str(RUN / "bench" / f"faust-{config.group_id}"),
+        }
 
     @staticmethod
     def available() -> bool:

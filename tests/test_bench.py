@@ -11,13 +11,12 @@ import pytest
 
 from bench import report
 from bench.run import Settings, run
-from bench.systems import Faust
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 
 def test_benchmark_smoke_run(kafka, flink, tmp_path):
-    systems = ("ours", "copy", "dict", *(("faust",) if Faust.available() else ()))
+    systems = ("ours", "copy", "dict", "faust")
     settings = Settings(
         transactions=300,
         latency_seconds=2,
