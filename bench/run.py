@@ -40,6 +40,7 @@ class Settings:
     latency_seconds: float = 20.0
     loads: tuple[int, ...] = (50, 90)
     in_flight: tuple[int, ...] = (10_000, 100_000)
+    settle_s: float = 15.0  # pause between the backlog and the latency runs
     timeout_s: float = 60.0  # every system's transaction timeout
     checkpoint_interval_s: float = 0.0  # 0: flink-conf/config.yaml's (5 s)
     systems: tuple[str, ...] = ("ours", "ours-p2", "copy", "faust", "dict")
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--loads", default="50,90", help="load levels for latency, percent of each system's maximum"
     )
     parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=defaults.settle_s,
+        help="pause after the backlog before the latency runs (compactions, checkpoints)",
+    )
+    parser.add_argument(
         "--in-flight",
         default="10000,100000",
         help="transactions held open for the memory runs ('' to skip)",
@@ -84,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--systems",
         default=",".join(defaults.systems),
-        help="which to run: ours, ours-p2, ours-process, copy, faust, dict",
+        help="which to run: ours, ours-p2, ours-process, ours-small-bundles, copy, faust, dict",
     )
     parser.add_argument(
         "--out",
@@ -96,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return Settings(
         transactions=args.transactions,
         latency_seconds=args.latency_seconds,
-        loads=tuple(int(x) for x in args.loads.split(",") if x),
+        loads=tuple(dict.fromkeys(int(x) for x in args.loads.split(",") if x)),  # each once
+        settle_s=args.settle_s,
         in_flight=tuple(int(x) for x in args.in_flight.split(",") if x),
         timeout_s=args.timeout_s,
         checkpoint_interval_s=args.checkpoint_interval_s,
@@ -114,6 +122,14 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
             cluster,
             options={"python.execution-mode": "process"},
             label="Flink job, process mode",
+        ),
+        "ours-small-bundles": lambda: FlinkCorrelator(
+            cluster,
+            options={
+                "python.fn-execution.bundle.size": "1000",
+                "python.fn-execution.bundle.time": "100",
+            },
+            label="Flink job, bundles of 1,000 / 100 ms",
         ),
         "copy": lambda: FlinkSqlCopy(cluster),
         "faust": Faust,
@@ -179,7 +195,9 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
         per_output = system.records_per_output
         measured = {
             **figures.throughput(samples, records, per_output),
-            **figures.whole_run(watcher.samples[started], watcher.samples[finished], records),
+            **figures.whole_run(
+                *(watcher.samples[i] for i in (before, started, finished)), records
+            ),
         }
         result.update(
             outputs=watcher.count,
@@ -194,11 +212,13 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
             f"{measured['whole_run_records_per_s'] or 0:,.0f}",
             flush=True,
         )
-        if done and rate:
+        if done and rate and settings.loads:
+            time.sleep(settings.settle_s)
             for load in settings.loads:
                 result["latency"][str(load)] = measure_latency(
                     system, watcher, broker, config, rate * load / 100, settings, f"{tag}-l{load}"
                 )
+        result["details"] = system.details()
     finally:
         system.stop()
         watcher.stop()
@@ -226,7 +246,10 @@ def measure_latency(
     sent_s = time.monotonic() - started
     watcher.wait_for(0, timeout=60 + settings.timeout_s, latencies=expected)
     summary = figures.latency_summary(list(latencies))
+    processing = list(watcher.processing)
     summary.update(
+        processing_p50_ms=figures.percentile(processing, 50),
+        processing_p99_ms=figures.percentile(processing, 99),
         target_rate=rate,
         sent_rate=count * len(config.types) / sent_s,
         expected=expected,
@@ -234,6 +257,8 @@ def measure_latency(
     print(
         f"   at {rate:,.0f} records/s (sent {summary['sent_rate']:,.0f}/s): "
         f"p50 {summary['p50_ms'] or 0:,.0f} ms, p99 {summary['p99_ms'] or 0:,.0f} ms "
+        f"(until emitted: p50 {summary['processing_p50_ms'] or 0:,.0f} ms, "
+        f"p99 {summary['processing_p99_ms'] or 0:,.0f} ms) "
         f"({summary['count']:,}/{expected:,} seen)",
         flush=True,
     )

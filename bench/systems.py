@@ -34,6 +34,10 @@ class System:
         """Input records done so far, if the system can tell (else its outputs count)."""
         return None
 
+    def details(self) -> dict:
+        """Anything else worth keeping from the run, read just before the system stops."""
+        return {}
+
 
 @dataclass
 class FlinkCorrelator(System):
@@ -63,6 +67,21 @@ class FlinkCorrelator(System):
         if self.job_id:
             self.cluster.cancel(self.job_id)
             self.job_id = None
+
+    def details(self) -> dict:
+        """Checkpoint figures: exactly-once output waits for them."""
+        if not self.job_id:
+            return {}
+        stats = self.cluster.rest(f"/jobs/{self.job_id}/checkpoints")
+        summary = stats["summary"]["end_to_end_duration"]
+        return {
+            "checkpoints": stats["counts"],
+            "checkpoint_duration_ms": {k: summary.get(k) for k in ("min", "avg", "p99", "max")},
+            "recent_checkpoints": [
+                {k: c.get(k) for k in ("id", "status", "trigger_timestamp", "end_to_end_duration")}
+                for c in stats["history"]
+            ],
+        }
 
     def pids(self) -> list[int]:
         return self.cluster.taskmanager_pids()

@@ -36,6 +36,7 @@ class Watcher:
     samples: list[Sample] = field(default_factory=list)
     _latency_tag: str | None = None
     _latencies: list[float] = field(default_factory=list)
+    processing: list[float] = field(default_factory=list)  # emitted_at - last part, ms
     _count: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -63,6 +64,7 @@ class Watcher:
     def measure_latency(self, tag: str) -> list[float]:
         """From now on, latencies (ms) of outputs whose transaction starts with `tag`."""
         self._latencies = []
+        self.processing = []
         self._latency_tag = tag
         return self._latencies
 
@@ -106,3 +108,5 @@ class Watcher:
                 continue
             sent = value.get("last_event_time", record.timestamp)
             self._latencies.append(seen * 1000 - sent)
+            if "emitted_at" in value:  # the system's own share, before output is committed
+                self.processing.append(value["emitted_at"] - sent)

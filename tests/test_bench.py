@@ -22,6 +22,7 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
         latency_seconds=2,
         in_flight=(200,),
         timeout_s=30,
+        settle_s=0,
         systems=systems,
         out=tmp_path,
     )
