@@ -43,7 +43,7 @@ class Settings:
     settle_s: float = 15.0  # pause between the backlog and the latency runs
     timeout_s: float = 60.0  # every system's transaction timeout
     checkpoint_interval_s: float = 0.0  # 0: flink-conf/config.yaml's (5 s)
-    systems: tuple[str, ...] = ("ours", "ours-p2", "copy", "faust", "dict")
+    systems: tuple[str, ...] = ("ours", "ours-heap-timers", "ours-p2", "copy", "faust", "dict")
     out: Path = ROOT / ".bench"
 
 
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--systems",
         default=",".join(defaults.systems),
-        help="which to run: ours, ours-p2, ours-process, ours-small-bundles, copy, faust, dict",
+        help="which to run: ours, ours-heap-timers, ours-p2, ours-process, ours-small-bundles, copy, faust, dict",
     )
     parser.add_argument(
         "--out",
@@ -130,6 +130,11 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
                 "python.fn-execution.bundle.time": "100",
             },
             label="Flink job, bundles of 1,000 / 100 ms",
+        ),
+        "ours-heap-timers": lambda: FlinkCorrelator(
+            cluster,
+            options={"state.backend.rocksdb.timer-service.factory": "HEAP"},
+            label="Flink job, timers on the heap",
         ),
         "copy": lambda: FlinkSqlCopy(cluster),
         "faust": Faust,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.figures import latency_summary, percentile, records_done, throughput, timeline
+from bench.figures import (
+    latency_summary,
+    max_rate,
+    percentile,
+    records_done,
+    throughput,
+    timeline,
+    whole_run,
+)
 from bench.watch import Sample
 
 
@@ -50,3 +58,18 @@ def test_timeline_rates_span_at_least_two_seconds():
 def test_no_window_without_output():
     samples = [Sample(at=0, outputs=0, cpu_s=0), Sample(at=5, outputs=0, cpu_s=1)]
     assert throughput(samples, total=100, records_per_output=1)["records_per_s"] is None
+
+
+def test_whole_run_counts_from_the_start_and_cpu_from_before_it():
+    before = Sample(at=0, outputs=0, cpu_s=1)
+    started = Sample(at=10, outputs=0, cpu_s=3)
+    finished = Sample(at=60, outputs=100, cpu_s=11)
+    figures = whole_run(before, started, finished, records=500)
+    assert figures["whole_run_records_per_s"] == 10
+    assert figures["whole_run_cpu_s_per_1k"] == pytest.approx(10 / 500 * 1000)
+
+
+def test_latency_runs_take_the_lower_of_the_two_rates():
+    assert max_rate({"records_per_s": 2400, "whole_run_records_per_s": 1400}) == 1400
+    assert max_rate({"records_per_s": 900, "whole_run_records_per_s": None}) == 900
+    assert max_rate({"records_per_s": None, "whole_run_records_per_s": None}) is None
