@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--systems",
         default=",".join(defaults.systems),
-        help="which to run: ours, ours-heap-timers, ours-p2, ours-process, ours-small-bundles, copy, faust, dict",
+        help="which to run: ours, ours-heap-timers, ours-p2, ours-process, "
+        "ours-small-bundles, copy, faust, dict",
     )
     parser.add_argument(
         "--out",
