@@ -47,7 +47,7 @@ class Settings:
     out: Path = ROOT / ".bench"
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
+def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -100,7 +100,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=defaults.out,
         help="folder for results.md, results.json and the plots",
     )
-    args = parser.parse_args(argv)  # fmt: skip
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
     return Settings(
         transactions=args.transactions,
         latency_seconds=args.latency_seconds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.figures import (
@@ -13,6 +15,7 @@ from bench.figures import (
     timeline,
     whole_run,
 )
+from bench.run import build_parser
 from bench.watch import Sample
 
 
@@ -73,3 +76,12 @@ def test_latency_runs_take_the_lower_of_the_two_rates():
     assert max_rate({"records_per_s": 2400, "whole_run_records_per_s": 1400}) == 1400
     assert max_rate({"records_per_s": 900, "whole_run_records_per_s": None}) == 900
     assert max_rate({"records_per_s": None, "whole_run_records_per_s": None}) is None
+
+
+def test_docs_list_every_benchmark_option():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmark.md").read_text()
+    options = [o for a in build_parser()._actions for o in a.option_strings if o != "-h"]
+    assert len(options) > 5
+    for option in options:
+        if option != "--help":
+            assert f"`{option}`" in docs, option
