@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from job.records import DUPLICATE, DeadLetter, Event
+from job.records import DUPLICATE, DeadLetter, Event, printable, to_json
 
 COMPLETE = "complete"
 EXPIRED = "expired"
+
+# Which timer closed a partial (the `expired_by` field).
+BY_EVENT_TIME = "event_time"
+BY_WALL_CLOCK = "wall_clock"
 
 # Kinds of output; the job maps each to its configured topic.
 AGGREGATED = "aggregated"
@@ -50,6 +54,7 @@ class Output:
     kind: str  # AGGREGATED, EXPIRED_OUT, DEAD_LETTER or LATE
     key: str | None  # the JSON-quoted transaction id
     value: str  # a JSON document
+    record: dict | None = None  # an aggregate or partial as emitted, for the metrics
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,13 @@ def on_event(
         )
         return Step(verdict, Output(DEAD_LETTER, kafka_key(event.transaction), letter.to_json()))
     s = event.source
-    state.add_part(event.type, Part(len(held), s.timestamp, event.value, s.partition, s.offset))
-    if verdict is Verdict.COMPLETED:
-        output = close(state, event.transaction, expected, COMPLETE, now_ms, enricher)
+    part = Part(len(held), s.timestamp, event.value, s.partition, s.offset)
+    if verdict is Verdict.COMPLETED:  # the last part never goes to state: it closes at once
+        output = close(
+            state, event.transaction, expected, COMPLETE, now_ms, enricher, part, event.type
+        )
         return Step(verdict, output)
+    state.add_part(event.type, part)
     return Step(verdict, None)
 
 
@@ -130,13 +138,77 @@ def close(
     status: str,
     now_ms: int,
     enricher: Enricher = _unchanged,
+    last: Part | None = None,
+    last_type: str = "",
+    expired_by: str | None = None,
 ) -> Output:
-    """Emits the transaction, drops its parts and remembers how it closed."""
-    record = enricher(build_aggregate(transaction, state.parts(), expected, status, now_ms))
+    """Emits the transaction (with `last`, a part not in state yet), then drops its parts and
+    remembers how it closed.
+
+    The state changes only after the output exists: if anything before raises, the
+    transaction is as it was and the caller's dead letter accounts for the record.
+    """
+    parts = state.parts()
+    if last is not None:
+        parts[last_type] = last
+    record = build_aggregate(transaction, parts, expected, status, now_ms)
+    if expired_by is not None:
+        record["expired_by"] = expired_by
+    record, value = render_aggregate(record, enricher)
     state.clear_parts()
     state.mark_closed(status)
     kind = AGGREGATED if status == COMPLETE else EXPIRED_OUT
-    return Output(kind, kafka_key(transaction), json.dumps(record))
+    return Output(kind, kafka_key(transaction), value, record)
+
+
+def render_aggregate(record: dict, enricher: Enricher) -> tuple[dict, str]:
+    """The enriched record and its JSON; if enriching fails or yields no strict JSON, the
+    record as built, with `enrichment_error` saying why. The aggregate is never lost."""
+    try:
+        enriched = enricher(record)
+        return enriched, to_json(enriched)
+    except Exception as error:  # noqa: BLE001 - enrichment must never cost the aggregate
+        plain = {**record, "enrichment_error": printable(f"{type(error).__name__}: {error}")[:500]}
+        return plain, to_json(plain)
+
+
+class TimerAction(Enum):
+    IGNORE = "ignore"  # a timer of a transaction that no longer needs it
+    FORGET = "forget"  # the closed marker's retention is over: forget the transaction
+    DEFER = "defer"  # the wall-clock fallback while input still flows: look again later
+    EXPIRE = "expire"  # emit the partial
+
+
+@dataclass(frozen=True)
+class TimerDecision:
+    action: TimerAction
+    again_at: int | None = None  # DEFER: when the fallback looks again
+    expired_by: str | None = None  # EXPIRE: BY_EVENT_TIME or BY_WALL_CLOCK
+
+
+def on_timer(
+    holds_parts: bool,
+    closed: bool,
+    wall_clock: bool,
+    now_ms: int,
+    last_input_ms: int,
+    grace_ms: int,
+) -> TimerDecision:
+    """What a firing timer does to its transaction; the Flink shell only carries it out.
+
+    An open transaction holds parts and has two timers (event time, wall-clock fallback); a
+    closed one holds none and has one wall-clock timer, the end of its retention. Timers of
+    the other kind that still fire (a deleted one that raced, a deferred fallback) are
+    ignored.
+    """
+    if not holds_parts:
+        return TimerDecision(TimerAction.FORGET if wall_clock and closed else TimerAction.IGNORE)
+    if not wall_clock:
+        return TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
+    later = deferred_fallback(now_ms, last_input_ms, grace_ms)
+    if later is not None:
+        return TimerDecision(TimerAction.DEFER, again_at=later)
+    return TimerDecision(TimerAction.EXPIRE, expired_by=BY_WALL_CLOCK)
 
 
 def deferred_fallback(now_ms: int, last_input_ms: int, grace_ms: int) -> int | None:
@@ -189,7 +261,7 @@ def build_aggregate(
 
 def late_record(event: Event, final_status: str) -> str:
     """What goes to the late topic: the record and the status its transaction closed with."""
-    return json.dumps(
+    return to_json(
         {
             "transaction": event.transaction,
             "type": event.type,
@@ -205,4 +277,4 @@ def late_record(event: Event, final_status: str) -> str:
 
 def kafka_key(transaction: str | None) -> str | None:
     """Outputs are keyed like the original producer's records: a JSON-quoted string."""
-    return None if transaction is None else json.dumps(transaction)
+    return None if transaction is None else to_json(transaction)

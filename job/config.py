@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
+import javaproperties
+
 DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
 
 
@@ -194,15 +196,23 @@ def _secret(key: str) -> bool:
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    """Java-style `key=value` lines; `#` and `!` start comments."""
-    result = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        key, _, value = line.partition("=")
-        result[key.strip()] = value.strip()
-    return result
+    """A `.properties` file, read exactly as Java's `Properties.load(InputStream)` reads it.
+
+    Java's rules, as the `javaproperties` package implements them: a line ending in an odd
+    number of backslashes continues on the next, whose leading whitespace is dropped; the key
+    ends at the first unescaped `=`, `:` or whitespace; `\\t`, `\\n`, `\\uXXXX`, `\\=`, ...
+    are escapes; `#` and `!` start a comment only at the start of a line; the value keeps its
+    trailing whitespace; a repeated key keeps its last value.
+
+    The file is decoded as ISO-8859-1, not UTF-8: that is what `Properties.load(InputStream)`
+    does, and how Kafka's own tools read a client config (`Utils.loadProps`, behind
+    `--command-config`, `--consumer.config`, ...), so a file gives the Kafka clients of this
+    job the same values as it gives those tools, byte for byte. A character outside Latin-1
+    is written as a `\\uXXXX` escape (as `Properties.store` writes it); ASCII files, and so
+    almost every real client config, read the same in either encoding.
+    """
+    with path.open(encoding="iso-8859-1") as fp:
+        return javaproperties.load(fp)
 
 
 def _option(name: str) -> str:

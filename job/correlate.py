@@ -26,9 +26,9 @@ from pyflink.datastream import (
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from job import aggregate, enrich
-from job.aggregate import EXPIRED, Output, Part, Verdict
+from job.aggregate import EXPIRED, Output, Part, TimerAction, Verdict
 from job.config import JobConfig
-from job.records import DeadLetter, Event, Source, parse
+from job.records import INTERNAL_ERROR, DeadLetter, Event, Source, internal_error, parse, to_json
 from job.sinks import OUTPUT_TYPE
 
 _STR, _INT, _LONG = Types.STRING(), Types.INT(), Types.LONG()
@@ -64,11 +64,17 @@ class ParseRecords(ProcessFunction):
         self.config = config
 
     def open(self, runtime_context: RuntimeContext):
-        self.dead_letters = runtime_context.get_metrics_group().counter("dead_letters")
+        group = runtime_context.get_metrics_group()
+        self.dead_letters = group.counter("dead_letters")
+        self.internal_errors = group.counter("internal_errors")
 
     def process_element(self, row, ctx: ProcessFunction.Context):
         source = Source(row[1], row[2], row[3], ctx.timestamp())
-        result = parse(row[0], source, self.config.type_of, self.config.max_record_bytes)
+        try:
+            result = parse(row[0], source, self.config.type_of, self.config.max_record_bytes)
+        except Exception as error:  # noqa: BLE001 - no record may restart the job
+            self.internal_errors.inc()
+            result = internal_error(error, row[0], source)
         if isinstance(result, DeadLetter):
             self.dead_letters.inc()
             output = Output(aggregate.DEAD_LETTER, None, result.to_json())
@@ -141,6 +147,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.outcomes = {v: group.counter(name) for v, name in _OUTCOME_COUNTERS.items()}
         self.expired = group.counter("expired")
         self.enrich_errors = group.counter("enrich_errors")
+        self.internal_errors = group.counter("internal_errors")
         self.reference_errors = group.counter("reference_errors")
         self.in_flight = group.counter("transactions_in_flight")
         self.closed_markers = group.counter("closed_markers")
@@ -150,8 +157,21 @@ class Correlate(KeyedBroadcastProcessFunction):
 
     def process_element(self, row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         event = Event(row[0], row[1], row[2], Source(row[3], row[4], row[5], row[6]))
-        self.records_in[event.type].inc()
         self.last_input_ms = _now_ms()
+        try:
+            output = self._on_event(event, ctx)
+        except Exception as error:  # noqa: BLE001 - no record may restart the job
+            # The rules change state only once their output exists, so the transaction is
+            # as it was and this dead letter is the record's one place.
+            self.internal_errors.inc()
+            letter = internal_error(error, event.value.encode(), event.source, event.transaction)
+            output = Output(aggregate.DEAD_LETTER, aggregate.kafka_key(event.transaction),
+                            letter.to_json())  # fmt: skip
+        if output is not None:
+            yield output_row(self.config, output)
+
+    def _on_event(self, event: Event, ctx) -> Output | None:
+        self.records_in[event.type].inc()
         step = aggregate.on_event(
             self.state, event, self.config.types, _now_ms(), self._enricher(ctx)
         )
@@ -162,68 +182,112 @@ class Correlate(KeyedBroadcastProcessFunction):
             self.in_flight.inc()
             self._start_timers(ctx, event.source.timestamp)
         elif step.verdict is Verdict.COMPLETED:
+            self._count_emitted(step.output)
             self._after_close(ctx)
-        if step.output is not None:
-            yield output_row(self.config, step.output)
+        return step.output
 
     def process_broadcast_element(self, row, ctx: KeyedBroadcastProcessFunction.Context):
         try:
             record_type, fields = enrich.parse_reference(row[0], row[1])
-        except ValueError:
+            state = ctx.get_broadcast_state(REFERENCE)
+            if fields is None:
+                state.remove(record_type)
+            else:
+                state.put(record_type, to_json(fields))
+            self._reference = None
+        except Exception:  # noqa: BLE001 - a bad reference record is counted and skipped
             self.reference_errors.inc()
-            return
-        state = ctx.get_broadcast_state(REFERENCE)
-        if fields is None:
-            state.remove(record_type)
-        else:
-            state.put(record_type, json.dumps(fields))
-        self._reference = None
         yield from ()
 
     def _enricher(self, ctx):
-        """Enrichment with the reference data as of now (read from state only when needed),
-        and the metrics of what is emitted."""
+        """Enrichment with the reference data as of now (read from state only when needed)."""
 
         def enricher(record: dict) -> dict:
             if self._reference is None:
                 state = ctx.get_broadcast_state(REFERENCE)
                 self._reference = {t: json.loads(v) for t, v in state.items()}
-            enriched = enrich.enrich(record, self._reference, self.hook)
-            if "enrichment_error" in enriched:
-                self.enrich_errors.inc()
-            if record["status"] == EXPIRED:
-                self.expired_parts.update(record["part_count"])
-            else:
-                self.completion_ms.update(record["duration_ms"])
-            return enriched
+            return enrich.enrich(record, self._reference, self.hook)
 
         return enricher
 
+    def _count_emitted(self, output: Output) -> None:
+        """The metrics of an emitted aggregate or partial, where its outcome is decided."""
+        record = output.record
+        if "enrichment_error" in record:
+            self.enrich_errors.inc()
+        if record["status"] == EXPIRED:
+            self.expired_parts.update(record["part_count"])
+        else:
+            self.completion_ms.update(record["duration_ms"])
+
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
-        if self.parts.is_empty():
-            # No parts: only the retention timer of a closed transaction is left.
-            wall_clock = ctx.time_domain() == TimeDomain.PROCESSING_TIME
-            if wall_clock and self.closed.value() is not None:
-                self.closed.clear()
-                self.closed_markers.dec()
-            return
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            later = aggregate.deferred_fallback(_now_ms(), self.last_input_ms, self.grace_ms)
-            if later is not None:  # input is still flowing: event time decides for now
-                ctx.timer_service().register_processing_time_timer(later)
-                self.deadlines.update((self.deadlines.value()[0], later))
-                return
-        output = aggregate.close(
-            self.state,
-            ctx.get_current_key(),
-            self.config.types,
-            EXPIRED,
-            _now_ms(),
-            self._enricher(ctx),
+        try:
+            outputs = self._on_timer(ctx)
+        except Exception as error:  # noqa: BLE001 - no timer may restart the job
+            outputs = self._give_up(ctx, error)
+        for output in outputs:
+            yield output_row(self.config, output)
+
+    def _on_timer(self, ctx) -> list[Output]:
+        holds_parts = not self.parts.is_empty()
+        decision = aggregate.on_timer(
+            holds_parts=holds_parts,
+            closed=not holds_parts and self.closed.value() is not None,  # read only if needed
+            wall_clock=ctx.time_domain() == TimeDomain.PROCESSING_TIME,
+            now_ms=_now_ms(),
+            last_input_ms=self.last_input_ms,
+            grace_ms=self.grace_ms,
         )
-        self.expired.inc()
+        if decision.action is TimerAction.FORGET:
+            self.closed.clear()
+            self.closed_markers.dec()
+        elif decision.action is TimerAction.DEFER:
+            ctx.timer_service().register_processing_time_timer(decision.again_at)
+            self.deadlines.update((self.deadlines.value()[0], decision.again_at))
+        elif decision.action is TimerAction.EXPIRE:
+            output = aggregate.close(
+                self.state,
+                ctx.get_current_key(),
+                self.config.types,
+                EXPIRED,
+                _now_ms(),
+                self._enricher(ctx),
+                expired_by=decision.expired_by,
+            )
+            self.expired.inc()
+            self._count_emitted(output)
+            self._after_close(ctx)
+            return [output]
+        return []
+
+    def _give_up(self, ctx, error: Exception) -> list[Output]:
+        """A timer that failed unexpectedly: each held part becomes an `internal_error` dead
+        letter (its own coordinates and bytes, so it is accounted once), and the transaction
+        closes with that status, so the timer does not fail again and again."""
+        self.internal_errors.inc()
+        key = ctx.get_current_key()
+        parts = self.state.parts()
+        letters = [
+            internal_error(
+                error,
+                part.value.encode(),
+                Source(
+                    self.config.topic_prefix + record_type,
+                    part.partition,
+                    part.offset,
+                    part.event_time,
+                ),
+                key,
+            )  # fmt: skip
+            for record_type, part in parts.items()
+        ]
+        self.state.clear_parts()
+        self.state.mark_closed(INTERNAL_ERROR)
         self._after_close(ctx)
-        yield output_row(self.config, output)
+        return [
+            Output(aggregate.DEAD_LETTER, aggregate.kafka_key(key), letter.to_json())
+            for letter in letters
+        ]
 
     def _start_timers(self, ctx, first_event_time: int) -> None:
         timers = ctx.timer_service()

@@ -2,12 +2,20 @@
 
 Plain Python with no Flink imports: the job calls `parse` once per record, before `key_by`,
 and everything after it can trust the event. Nothing raises on input: bad bytes are data.
+
+The strictness rule (README, "Strict JSON"): an event's value is RFC 8259 JSON in UTF-8 that
+every strict consumer accepts. `NaN`, `Infinity`, numbers beyond a double's range and lone
+UTF-16 surrogates (`"\\ud800"`, which `json.loads` accepts) are not: such a record is a dead
+letter `not_strict_json`, so no output ever carries them, and no string that cannot cross
+into Java (a lone surrogate cannot) leaves Python. Every output is written by `to_json`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,11 +47,11 @@ class DeadLetter:
     transaction: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
+        return to_json(
             {
                 "reason": self.reason,
-                "detail": self.detail,
-                "transaction": self.transaction,
+                "detail": printable(self.detail),
+                "transaction": None if self.transaction is None else printable(self.transaction),
                 "topic": self.source.topic,
                 "partition": self.source.partition,
                 "offset": self.source.offset,
@@ -60,7 +68,54 @@ NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 NO_TRANSACTION = "no_transaction"
 BAD_TRANSACTION = "bad_transaction"
+NOT_STRICT_JSON = "not_strict_json"
 DUPLICATE = "duplicate"
+INTERNAL_ERROR = "internal_error"  # a bug or a failing hook: the job's fault, not the input's
+
+
+def to_json(document: object) -> str:
+    """Strict JSON for every output: NaN and Infinity raise ValueError, and the text is ASCII
+    (non-ASCII escaped), so it crosses into Java and decodes as UTF-8 everywhere."""
+    return json.dumps(document, allow_nan=False)
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates spelled out (`\\ud800`), for messages that quote input."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class NotStrictJson(ValueError):
+    """Valid for Python's json module, but not RFC 8259 JSON a strict consumer accepts."""
+
+
+def _no_constant(name: str) -> float:
+    raise NotStrictJson(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise NotStrictJson(f"number {text[:40]} is beyond a double's range")
+    return number
+
+
+# A JSON escape of a UTF-16 surrogate; only text that has one needs the full check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def strict_loads(text: str) -> object:
+    """`json.loads` that accepts only strict JSON (see the module docstring).
+
+    Raises NotStrictJson for NaN/Infinity, out-of-range numbers and lone surrogates, and
+    ValueError or RecursionError (about 1,000 levels of nesting) for text that is no JSON.
+    """
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    if _SURROGATE_ESCAPE.search(text):
+        try:  # a surrogate pair encodes to UTF-8; a lone surrogate does not
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotStrictJson("a lone UTF-16 surrogate (\\uD800-\\uDFFF) in a string") from None
+    return value
 
 
 def parse(
@@ -83,9 +138,11 @@ def parse(
         return dead(TOO_LARGE, f"{len(raw)} bytes > limit {max_bytes}")
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as error:
-        return dead(NOT_JSON, str(error)[:200])
+        value = strict_loads(text)
+    except NotStrictJson as error:
+        return dead(NOT_STRICT_JSON, str(error))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        return dead(NOT_JSON, f"{type(error).__name__}: {error}"[:200])
     if not isinstance(value, dict):
         return dead(NOT_OBJECT, f"JSON {type(value).__name__}, expected an object")
     if "transaction" not in value:
@@ -96,3 +153,9 @@ def parse(
             BAD_TRANSACTION, f"'transaction' is {transaction!r}, expected a non-empty string"
         )
     return Event(transaction, record_type, text, source)
+
+
+def internal_error(error: BaseException, raw: bytes | None, source: Source, transaction=None):
+    """The dead letter for an unexpected exception: the record is kept, the job goes on."""
+    detail = f"{type(error).__name__}: {error}"[:500]
+    return DeadLetter(INTERNAL_ERROR, detail, raw, source, transaction)

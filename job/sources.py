@@ -18,12 +18,22 @@ from job.sql import render, render_options, with_client_properties
 INPUT_COLUMNS = "payload, topic, `partition`, `offset`, event_time"
 
 
+# Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
+MAX_EVENT_TIME_MS = 253_402_300_799_999
+
+
 def event_time_expression(config: JobConfig) -> str:
+    """The SQL for a record's event time: its Kafka timestamp, or with `--timestamp-field`
+    that field of the value when it holds epoch milliseconds in range (a number or a numeric
+    string; a fraction is truncated); anything else there (text, a huge or negative number,
+    an object, no JSON at all) falls back to the Kafka timestamp instead of failing the
+    source."""
     if not config.timestamp_field:
         return "`kafka_time`"
     field = config.timestamp_field.replace("'", "''")
     millis = f"TRY_CAST(JSON_VALUE(CAST(`payload` AS STRING), '$.{field}') AS BIGINT)"
-    return f"COALESCE(TO_TIMESTAMP_LTZ({millis}, 3), `kafka_time`)"
+    in_range = f"CASE WHEN {millis} BETWEEN 0 AND {MAX_EVENT_TIME_MS} THEN {millis} END"
+    return f"COALESCE(TO_TIMESTAMP_LTZ({in_range}, 3), `kafka_time`)"
 
 
 def source_options(config: JobConfig) -> dict[str, str]:

@@ -1,6 +1,9 @@
 """`python -m stack COMMAND`: the local platform (Kafka, Flink, PostgreSQL) and the jobs.
 
-up             fetch jars, start Kafka (KRaft), PostgreSQL and Flink, create topics and table
+up             fetch jars, start what is not running of Kafka (KRaft), PostgreSQL and Flink
+               (JobManager, missing TaskManager processes), create topics and table;
+               with --supervise, then stay in the foreground and restart TaskManagers that
+               crash, as Kubernetes would (Ctrl-C ends it; the cluster keeps running)
 demo           up, submit both jobs, send transactions, print what comes out and is stored
 submit         submit the correlator; arguments after `--` go to it (`job/main.py -h`)
 submit-writer  submit the writer; arguments after `--` go to it (`job/writer.py -h`)
@@ -12,7 +15,10 @@ jars           fetch the jars from Maven Central only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import sys
 
 from job.config import JobConfig, WriterConfig, parse_args
 from stack import demo, jars, status
@@ -23,6 +29,8 @@ from store import db
 
 
 def main(argv: list[str] | None = None) -> None:
+    # SIGTERM ends a supervisor like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parser = argparse.ArgumentParser(
         prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -32,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("job_args", nargs="*", help="job options for submit, after --")
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
+    parser.add_argument("--rpc-port", type=int, default=6123, help="Flink JobManager RPC port")
     parser.add_argument("--postgres-port", type=int, default=5432)
     parser.add_argument(
         "--taskmanagers", type=int, default=2, help="one slot each: correlator + writer"
@@ -39,12 +48,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=3, help="partitions per input topic")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     parser.add_argument(
+        "--supervise", action="store_true", help="up: then restart crashed TaskManagers"
+    )
+    parser.add_argument(
         "--group-id", default=JobConfig().group_id, help="the job's consumer group (status)"
     )
     args = parser.parse_args(argv)
 
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
-    cluster = FlinkCluster(rest_port=args.rest_port, taskmanagers=args.taskmanagers)
+    cluster = FlinkCluster(
+        rest_port=args.rest_port, rpc_port=args.rpc_port, taskmanagers=args.taskmanagers
+    )
     database = PostgresServer(port=args.postgres_port)
     if args.command == "jars":
         jars.fetch_all()
@@ -52,6 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         up(broker, cluster, database, args.partitions)
         if args.command == "demo":
             demo.run(broker, cluster, database)
+        elif args.supervise:
+            print(f"supervising {cluster.taskmanagers} TaskManager(s); Ctrl-C ends", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                cluster.supervise()
     elif args.command == "submit":
         job_args = ["--bootstrap-servers", broker.bootstrap, *args.job_args]
         print(f"submitted job {cluster.submit(job_args)}; web UI on {cluster.url}")

@@ -105,24 +105,43 @@ class FlinkCluster:
         )
 
     def start(self, timeout: float = 120) -> None:
-        """Starts a JobManager and the TaskManagers, then waits until all slots register."""
-        if self.rest("/overview", quiet=True) is None:
+        """Starts what is not running: the JobManager, and as many TaskManager processes as
+        are missing, then waits until that many are registered.
+
+        TaskManagers are counted as processes, not as registrations: right after a crash the
+        JobManager still lists a dead TaskManager until its heartbeat times out, and counting
+        that would start nothing when something is needed.
+        """
+        if not self._jobmanager_alive() and self.rest("/overview", quiet=True) is None:
             for folder in (self.home / "log", self.checkpoints, self.savepoints):
                 folder.mkdir(parents=True, exist_ok=True)
             self._script("jobmanager.sh", "start", *self.overrides())
-        registered = self._registered()
-        if registered == 0:
-            self._fingerprint_file.write_text("")  # fresh interpreters: no job code yet
-        self.add_taskmanagers(self.taskmanagers - registered)
+        started = self.replace_dead_taskmanagers()
+        if started:
+            print(f"started {started} TaskManager(s) on {self.url}", flush=True)
         self.wait_for_taskmanagers(self.taskmanagers, timeout)
+
+    def replace_dead_taskmanagers(self) -> int:
+        """Starts TaskManagers until `taskmanagers` processes run; returns how many it started."""
+        alive = len(self.running_taskmanagers())
+        if alive == 0:
+            self._fingerprint_file.write_text("")  # fresh interpreters: no job code yet
+        self.add_taskmanagers(self.taskmanagers - alive)
+        return max(self.taskmanagers - alive, 0)
+
+    def supervise(self, interval_s: float = 2.0, stop=None) -> None:
+        """Restarts crashed TaskManagers as they die, as Kubernetes would restart a pod, until
+        `stop()` is true (forever by default; Ctrl-C ends it)."""
+        while stop is None or not stop():
+            started = self.replace_dead_taskmanagers()
+            if started:
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{stamp} restarted {started} crashed TaskManager(s)", flush=True)
+            time.sleep(interval_s)
 
     def add_taskmanagers(self, count: int) -> None:
         for _ in range(max(count, 0)):
             self._script("taskmanager.sh", "start", *self.overrides())
-
-    def _registered(self) -> int:
-        overview = self.rest("/overview", quiet=True)
-        return 0 if overview is None else overview["taskmanagers"]
 
     def wait_for_taskmanagers(self, count: int, timeout: float, at_most: bool = False) -> None:
         """Waits for at least (or, with at_most, at most) `count` registered TaskManagers."""
@@ -136,20 +155,27 @@ class FlinkCluster:
         for script in ("taskmanager.sh", "jobmanager.sh"):
             self._script(script, "stop-all")
 
-    def taskmanager_pids(self) -> list[int]:
-        # flink-daemon.sh writes flink-$USER-taskexecutor.pid ($USER may be empty).
-        pid_file = next(self.home.glob("flink-*-taskexecutor.pid"), None)
+    def _pids(self, daemon: str) -> list[int]:
+        """The pids flink-daemon.sh recorded for a daemon; dead ones stay listed there."""
+        # flink-daemon.sh writes flink-$USER-<daemon>.pid ($USER may be empty).
+        pid_file = next(self.home.glob(f"flink-*-{daemon}.pid"), None)
         return [int(p) for p in pid_file.read_text().split()] if pid_file else []
+
+    def running_taskmanagers(self) -> list[int]:
+        """Pids of this cluster's TaskManager processes that are alive."""
+        return [p for p in self._pids("taskexecutor") if _runs(p, "TaskManagerRunner")]
+
+    def _jobmanager_alive(self) -> bool:
+        return any(
+            _runs(p, "StandaloneSessionClusterEntrypoint") for p in self._pids("standalonesession")
+        )
 
     def kill_taskmanagers(self) -> int:
         """`kill -9` every TaskManager process, as a crash would; returns how many."""
-        pids = self.taskmanager_pids()
+        pids = self.running_taskmanagers()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid_file in self.home.glob("flink-*-taskexecutor.pid"):
-            pid_file.unlink()
-        self._fingerprint_file.write_text("")  # the next TaskManagers start fresh
         return len(pids)
 
     def stop_with_savepoint(self, job_id: str, timeout: float = 120) -> str:
@@ -189,7 +215,7 @@ class FlinkCluster:
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read() or b"null")
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             if quiet:
                 return None
             raise
@@ -342,6 +368,14 @@ class FlinkCluster:
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}", method="PATCH")
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
+
+
+def _runs(pid: int, main_class: str) -> bool:
+    """Whether process `pid` is alive and is a JVM running `main_class` (pids get reused)."""
+    try:
+        return main_class in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 def code_fingerprint() -> str:

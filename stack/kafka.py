@@ -176,16 +176,24 @@ def _terminate(pid_file: Path, timeout: float) -> None:
         return
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid_file, pid, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        # Gone for real before anyone starts a new one on the same port and data folder.
+        if not _wait_gone(pid_file, pid, 30):
+            raise TimeoutError(f"process {pid} ({pid_file}) survived SIGKILL for 30 s")
+    pid_file.unlink(missing_ok=True)
+
+
+def _wait_gone(pid_file: Path, pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         if not _alive(pid_file):
-            break
-        time.sleep(0.5)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def create_job_topics(broker: KafkaBroker, config, partitions: int | None = None) -> None:

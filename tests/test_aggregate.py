@@ -1,22 +1,31 @@
 """The correlation rules, without Flink: milliseconds per test."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from job.aggregate import (
+    BY_EVENT_TIME,
+    BY_WALL_CLOCK,
     COMPLETE,
     EXPIRED,
     Part,
+    TimerAction,
+    TimerDecision,
     Verdict,
     build_aggregate,
     classify,
+    close,
     deferred_fallback,
     expiry_deadline,
     kafka_key,
     late_record,
+    on_event,
+    on_timer,
 )
 from job.records import Event, Source
+from tests.kit import DictState
 
 TYPES = ("TypeA", "TypeB", "TypeC")
 
@@ -91,3 +100,55 @@ def test_late_record_carries_final_status_and_origin():
 def test_kafka_key_is_json_quoted_like_the_original_producer():
     assert kafka_key("tx-1") == '"tx-1"'
     assert kafka_key(None) is None
+
+
+# The timer decisions of the Flink shell, with a fake clock (plain integers).
+GRACE = 3_000
+
+
+def _timer(holds_parts=True, closed=False, wall_clock=False, now=10_000, last_input=0):
+    return on_timer(holds_parts, closed, wall_clock, now, last_input, GRACE)
+
+
+def test_event_time_timer_of_an_open_transaction_expires_it_by_event_time():
+    decision = _timer(wall_clock=False, last_input=9_999)  # input flowing makes no difference
+    assert decision == TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
+
+
+def test_wall_clock_fallback_expires_only_after_quiet_input():
+    assert _timer(wall_clock=True, now=10_000, last_input=7_000) == TimerDecision(
+        TimerAction.EXPIRE, expired_by=BY_WALL_CLOCK
+    )
+    # Input 1 s ago: look again when the input has been quiet for the whole grace.
+    assert _timer(wall_clock=True, now=10_000, last_input=9_000) == TimerDecision(
+        TimerAction.DEFER, again_at=12_000
+    )
+
+
+def test_retention_timer_forgets_a_closed_transaction_and_stale_timers_do_nothing():
+    assert _timer(holds_parts=False, closed=True, wall_clock=True).action is TimerAction.FORGET
+    # A deleted event-time timer that fired anyway, or a fallback after the marker is gone.
+    assert _timer(holds_parts=False, closed=True, wall_clock=False).action is TimerAction.IGNORE
+    assert _timer(holds_parts=False, closed=False, wall_clock=True).action is TimerAction.IGNORE
+
+
+def test_a_straggler_after_the_retention_opens_a_new_transaction():
+    """The edge of the closed marker: late while remembered, a new transaction after."""
+    state = DictState()
+    event = Event("tx-r", "TypeA", '{"transaction": "tx-r"}', Source("Events-TypeA", 0, 1, 5))
+    for t in TYPES:
+        on_event(state, replace(event, type=t), TYPES, 0)
+    assert state.closed_status() == COMPLETE
+    assert on_event(state, event, TYPES, 0).verdict is Verdict.LATE
+    # The retention timer fires: the shell clears the marker as the decision says.
+    assert _timer(holds_parts=False, closed=True, wall_clock=True).action is TimerAction.FORGET
+    state._closed = None
+    assert on_event(state, event, TYPES, 0).verdict is Verdict.OPENED
+
+
+def test_an_expired_partial_names_the_timer_that_closed_it():
+    state = DictState()
+    state.add_part("TypeA", _part(0, 100, "a"))
+    output = close(state, "tx-1", TYPES, EXPIRED, 0, expired_by=BY_WALL_CLOCK)
+    assert json.loads(output.value)["expired_by"] == BY_WALL_CLOCK
+    assert state.closed_status() == EXPIRED and state.held_types() == []

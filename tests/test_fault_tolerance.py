@@ -10,7 +10,10 @@ Run them alone with `bin/test -m fault`.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -22,11 +25,23 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from generator.verify import verify
+from stack.paths import PYTHON, ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.fault]
 
 TRANSACTIONS = 2000
-RATE = 100  # transactions per second: a 20 s stream, the fault comes after 6 s
+RATE = 100  # transactions per second: a 20 s stream, the fault comes after a checkpoint
+RECOVERY_BOUND_S = 60  # first checkpoint completed after the fault, at most this much later
+
+
+def stack_command(flink, kafka, postgres, *args: str) -> list[str]:
+    """`python -m stack ...` as the runbook gives it, pointed at the test session's services."""
+    return [
+        str(PYTHON), "-m", "stack", *args,
+        "--kafka-port", str(kafka.port), "--postgres-port", str(postgres.port),
+        "--rest-port", str(flink.rest_port), "--rpc-port", str(flink.rpc_port),
+        "--taskmanagers", str(flink.taskmanagers),
+    ]  # fmt: skip
 
 
 class Load:
@@ -53,6 +68,7 @@ class Load:
 
     def join(self) -> None:
         self.thread.join(timeout=300)
+        assert not self.thread.is_alive(), "the load was still sending after 300 s"
         assert self.error is None, self.error
 
     def __exit__(self, *exc) -> None:
@@ -76,12 +92,28 @@ def _wait_running(flink, job_id: str, since: float) -> float:
         time.sleep(0.5)
 
 
-def _check(name: str, config, plans, recovered_s: float) -> None:
+def _wait_checkpoint_after(flink, job_id: str, since: float) -> None:
+    """Until a checkpoint triggered after `since` (time.time()) completed."""
+    deadline = time.monotonic() + 120
+    while True:
+        latest = flink.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        if latest and latest["trigger_timestamp"] > since * 1000:
+            return
+        assert time.monotonic() < deadline, f"no checkpoint of {job_id} completed in 120 s"
+        time.sleep(0.5)
+
+
+def _check(name: str, flink, job_id: str, config, plans, recovered_s: float) -> None:
     results = [config.aggregated_topic, config.expired_topic]
-    read_topics(
+    first = read_topics(
         config.bootstrap_servers, results, until=lambda rs: len(rs) >= len(plans), timeout_s=180
     )
-    time.sleep(5)  # a duplicate committed late would show up now
+    assert len(first) >= len(plans), (
+        f"{len(first)} of {len(plans)} transactions out after 180 s; job "
+        f"{flink.rest(f'/jobs/{job_id}', quiet=True)}"
+    )
+    # A duplicate committed late would be visible once one more checkpoint has completed.
+    _wait_checkpoint_after(flink, job_id, time.time())
     outputs = read_topics(config.bootstrap_servers, results, timeout_s=60)
     report = verify(plans, outputs, *results)
     records = sum(len(p.sent_types) for p in plans)
@@ -92,6 +124,7 @@ def _check(name: str, config, plans, recovered_s: float) -> None:
         f"recovered in {recovered_s:.1f}s"
     )
     assert report.ok, report.summary()
+    assert recovered_s <= RECOVERY_BOUND_S, f"recovery took {recovered_s:.1f} s"
 
 
 def _scenario(flink, topics, name: str, fault: Callable[[str], tuple[str, float]], p: int = 1):
@@ -103,10 +136,11 @@ def _scenario(flink, topics, name: str, fault: Callable[[str], tuple[str, float]
     try:
         flink.wait_until_running(job_id)
         with Load(config, plans) as load:
-            time.sleep(6)
+            # Mid-stream, once some of the load is in a completed checkpoint.
+            _wait_checkpoint_after(flink, job_id, time.time() + 2)
             job_id, recovered_s = fault(job_id)
             load.join()
-        _check(name, config, plans, recovered_s)
+        _check(name, flink, job_id, config, plans, recovered_s)
     finally:
         if job_id:
             state = flink.rest(f"/jobs/{job_id}", quiet=True)
@@ -114,26 +148,83 @@ def _scenario(flink, topics, name: str, fault: Callable[[str], tuple[str, float]
                 flink.cancel(job_id)
 
 
-def test_taskmanager_crash(flink, topics):
+def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres):
+    """The runbook: after a crash, `python -m stack up` starts the missing TaskManagers, at
+    once, although the JobManager still lists the dead ones."""
+
     def crash(job_id: str) -> tuple[str, float]:
         started = time.time()
-        assert flink.kill_taskmanagers() >= 1
-        flink.add_taskmanagers(flink.taskmanagers)
+        dead = flink.running_taskmanagers()
+        for pid in dead:
+            os.kill(pid, signal.SIGKILL)
+        up = subprocess.run(
+            stack_command(flink, kafka, postgres, "up"),
+            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"started {len(dead)} TaskManager(s)" in up.stdout, up.stdout
+        assert len(flink.running_taskmanagers()) == flink.taskmanagers
         return job_id, _wait_running(flink, job_id, started)
 
-    _scenario(flink, topics, "TaskManager kill -9", crash)
+    _scenario(flink, topics, "TaskManager kill -9, then stack up", crash)
+
+
+def test_supervisor_restarts_a_crashed_taskmanager(flink, kafka, postgres):
+    """`stack up --supervise` replaces a TaskManager that dies, by itself."""
+    supervisor = subprocess.Popen(
+        stack_command(flink, kafka, postgres, "up", "--supervise"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert "supervising" in _read_until(supervisor, "supervising", 300)
+        victim = flink.running_taskmanagers()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert "restarted 1 crashed TaskManager(s)" in _read_until(supervisor, "restarted", 60)
+        alive = flink.running_taskmanagers()
+        assert len(alive) == flink.taskmanagers and victim not in alive
+        flink.wait_for_taskmanagers(flink.taskmanagers, timeout=60)
+    finally:
+        supervisor.terminate()
+        supervisor.wait(timeout=30)
+    assert supervisor.returncode == 0
+
+
+def _read_until(process: subprocess.Popen, word: str, timeout: float) -> str:
+    """Lines of a child's output up to the first that contains `word` (within `timeout`)."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            seen.append(line)
+            if word in line:
+                break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(timeout), f"no {word!r} from the supervisor in {timeout} s: {seen}"
+    return "".join(seen)
 
 
 def test_kafka_broker_restart(flink, topics, kafka):
     def restart(job_id: str) -> tuple[str, float]:
         started = time.time()
+        before = _restarts_and_failed_checkpoints(flink, job_id)
         kafka.stop()
-        time.sleep(3)
         kafka.start()
-        time.sleep(5)  # the job notices the broker's absence a little later
-        return job_id, _wait_running(flink, job_id, started)
+        recovered = _wait_running(flink, job_id, started)
+        after = _restarts_and_failed_checkpoints(flink, job_id)
+        print(f"\nbroker restart: (restarts, failed checkpoints) {before} -> {after}")
+        assert after != before, "the job did not notice the broker restart"
+        return job_id, recovered
 
     _scenario(flink, topics, "Kafka broker restart", restart)
+
+
+def _restarts_and_failed_checkpoints(flink, job_id: str) -> tuple[int, int]:
+    restarts = flink.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+    failed = flink.rest(f"/jobs/{job_id}/checkpoints")["counts"]["failed"]
+    return (int(restarts[0]["value"]) if restarts else 0), failed
 
 
 @pytest.mark.parametrize(("before", "after"), [(1, 2), (2, 1)])

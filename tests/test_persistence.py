@@ -64,7 +64,22 @@ def _wait_until_read(flink, job_id: str, records: int, timeout: float = 120) -> 
         time.sleep(1)
 
 
-def test_every_transaction_is_stored_once_and_a_replay_changes_nothing(flink, topics, postgres):
+def _damage(url: str, ids: list[str], rng: random.Random) -> tuple[list[str], list[str]]:
+    """Rewrites 20 rows with wrong contents and deletes 20 others."""
+    damaged = rng.sample(ids, 20)
+    deleted = rng.sample([i for i in ids if i not in damaged], 20)
+    with db.connect(url) as conn:
+        conn.execute(
+            "UPDATE transactions SET status = 'expired', present_types = '[]',"
+            " missing_types = '[\"TypeX\"]', duration_ms = -1, aggregate = '{}'"
+            ' WHERE "transaction" = ANY(%s)',
+            (damaged,),
+        )
+        conn.execute('DELETE FROM transactions WHERE "transaction" = ANY(%s)', (deleted,))
+    return damaged, deleted
+
+
+def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics, postgres):
     config = topics.live()
     prefix = f"{config.group_id}-"
     writer = WriterConfig(
@@ -101,12 +116,15 @@ def test_every_transaction_is_stored_once_and_a_replay_changes_nothing(flink, to
             assert row["duration_ms"] == row["last_event_ms"] - row["first_event_ms"]
             assert row["emitted_at"].timestamp() * 1000 == pytest.approx(row["emitted_at_ms"])
 
-        # Replay: a new writer reads both topics from the beginning.
+        # Replay: a new writer reads both topics from the beginning. Before it, some rows
+        # are damaged and some deleted: the replay must bring every one of them back.
         flink.cancel(writer_id)
+        damaged, deleted = _damage(postgres.url, [r["transaction"] for r in rows], rng)
+        assert _rows(postgres.url, prefix) != rows
         writer_id = flink.submit_writer(replace(writer, from_beginning=True))
         flink.wait_until_running(writer_id)
         replay_s = _wait_until_read(flink, writer_id, len(plans))
-        assert _rows(postgres.url, prefix) == rows
+        assert _rows(postgres.url, prefix) == rows, f"damaged {damaged}, deleted {deleted}"
         print(
             f"\n{len(plans)} transactions stored {stored_s:.1f}s after the load started "
             f"(sent at 500 tx/s, timeout 5 s); replay of {len(plans)} rows from a running "

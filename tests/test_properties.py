@@ -14,38 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job import aggregate, records
-from job.aggregate import EXPIRED, Part, Verdict
+from job.aggregate import EXPIRED, Verdict
 from job.config import JobConfig
 from job.records import DeadLetter, Event, Source, parse
+from tests.kit import DictState
 
 TYPES = ("TypeA", "TypeB", "TypeC")
 CONFIG = JobConfig(types=TYPES)
-
-
-class DictState:
-    """`aggregate.TransactionState` over plain dicts, as the Flink shell does over state."""
-
-    def __init__(self) -> None:
-        self._parts: dict[str, Part] = {}
-        self._closed: str | None = None
-
-    def held_types(self) -> list[str]:
-        return list(self._parts)
-
-    def add_part(self, record_type: str, part: Part) -> None:
-        self._parts[record_type] = part
-
-    def parts(self) -> dict[str, Part]:
-        return dict(self._parts)
-
-    def clear_parts(self) -> None:
-        self._parts.clear()
-
-    def closed_status(self) -> str | None:
-        return self._closed
-
-    def mark_closed(self, status: str) -> None:
-        self._closed = status
 
 
 @given(st.binary(max_size=300), st.sampled_from(["Events-TypeA", "Events-TypeZ", "x"]))

@@ -1,0 +1,148 @@
+"""No record can restart the job: hundreds of records built to hurt, on the real broker and
+cluster, interleaved with valid transactions.
+
+The job reads event time from a field of the value (`--timestamp-field ts`), so the hostile
+bytes also go through the Java SQL source's JSON extraction, not only through Python. After
+the run: the job never restarted and has no exception in its history, every input record
+is found exactly once across aggregates, partials, dead letters and late records, every
+output record is strict JSON (RFC 8259, ASCII), and the valid transactions came out right.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from generator.outputs import OutputRecord, read_topics
+from generator.producer import TransactionProducer
+from generator.transactions import load_plans
+from generator.verify import account, verify
+from tests.kit import strict_json
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink]
+
+
+def hostile_values(rng: random.Random) -> list[bytes | None]:
+    """One of each kind, then random bytes: about 300 records."""
+    deep = b"[" * 1200 + b"]" * 1200
+    kinds: list[bytes | None] = [
+        b'{"transaction": "sur-\\ud800-a", "log": "x"}',  # a lone surrogate in the id
+        b'{"transaction": "sur-b", "log": "\\udc00"}',  # ... in another field
+        b'{"transaction": "sur-c", "\\udbff": "in a key"}',
+        b'{"transaction": "nan", "log": NaN}',
+        b'{"transaction": "inf", "n": Infinity, "m": -Infinity}',
+        b'{"transaction": "huge-float", "n": 1e999}',
+        b'{"transaction": "huge-int", "n": ' + b"7" * 5000 + b"}",
+        b'{"transaction": "deep", "n": ' + deep + b"}",  # RecursionError in json.loads
+        deep,
+        b"\xef\xbb\xbf" + b'{"transaction": "bom"}',
+        b'{"transaction": "bad-utf8-\xc3\x28"}',
+        b'{"transaction": "cesu-\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 bytes
+        b"",
+        None,  # a tombstone
+        b"null",
+        b'{"transaction": null}',
+        b'{"transaction": ["a"]}',
+        b'{"transaction": "ts-text", "ts": "not a number"}',  # non-numeric --timestamp-field
+        b'{"transaction": "ts-huge", "ts": 9223372036854775807}',
+        b'{"transaction": "ts-neg", "ts": -9223372036854775808}',
+        b'{"transaction": "ts-float", "ts": 1.5e300}',
+        b'{"transaction": "ts-deep", "ts": ' + deep + b"}",
+        b'{"transaction": "' + b"L" * 100_000 + b'"}',  # a 100 KB id (valid: it expires)
+        b'{"transaction": "dup-1", "transaction": "dup-2"}',  # duplicate keys (valid)
+        b'{"transaction": "pair-\\ud83d\\ude00", "log": "\\u0000\\u001f"}',  # valid
+        b'{"transaction": "ctrl-\x01"}',  # a raw control character: not JSON
+        b'{"transaction": "x", "log": "' + b"p" * 300_000 + b'"}',  # over --max-record-bytes
+    ]
+    randoms = [rng.randbytes(rng.randint(1, 400)) for _ in range(300 - len(kinds))]
+    return kinds + randoms
+
+
+def reference_hostile() -> list[tuple[bytes | None, bytes | None]]:
+    """Reference-topic records that the job must count and skip."""
+    return [
+        (b'"TypeA"', b'{"duration_slo_ms": NaN}'),
+        (b'"Type\\ud800"', b"{}"),
+        (b"TypeB", b"[" * 3000 + b"]" * 3000),
+        (b"TypeC", b"\xff\xfe"),
+        (b"\xff", b"{}"),
+    ]
+
+
+def _strict_outputs(records: list[OutputRecord]) -> list[OutputRecord]:
+    """Decodes every output strictly; a record a strict consumer refuses fails the test."""
+    decoded = []
+    for r in records:
+        key = None if r.key is None else strict_json(r.key.decode("ascii"))
+        value = strict_json(r.value.decode("ascii"))
+        decoded.append(OutputRecord(r.topic, key, value, r.partition, r.offset))
+    return decoded
+
+
+def test_no_record_restarts_the_job(flink, topics):
+    config = topics.live(timestamp_field="ts", max_record_bytes=200_000)
+    rng = random.Random(13)
+    plans = load_plans(300, config.types, 0.1, 0.5, rng)
+    hostile = hostile_values(rng)
+    job_id = flink.submit_correlator(config)
+    try:
+        flink.wait_until_running(job_id)
+        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+            for key, value in reference_hostile():
+                producer.producer.send(config.reference_topic, key=key, value=value)
+            for index, tx in enumerate(plans):
+                producer.send_all([tx], rate=1e9)
+                topic = config.topic_prefix + rng.choice(config.types)
+                producer.send_raw(topic, hostile[index], key=b'"hostile"')
+
+        inputs = read_topics(
+            config.bootstrap_servers, config.input_topics, timeout_s=60, decode=False
+        )
+        sent = Counter((r.topic, r.partition, r.offset) for r in inputs)
+        assert len(sent) == sum(len(p.sent_types) for p in plans) + len(hostile)
+        raw_outputs = read_topics(
+            config.bootstrap_servers,
+            config.output_topics,
+            until=lambda rs: sum(account(_strict_outputs(rs), config).values()) >= len(sent),
+            timeout_s=120,
+            decode=False,
+        )
+        outputs = _strict_outputs(raw_outputs)
+        seen = account(outputs, config)
+        job = flink.rest(f"/jobs/{job_id}")
+        exceptions = flink.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+        restarts = flink.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+        print(
+            f"\n{len(sent)} input records ({len(hostile)} hostile), outputs "
+            f"{dict(Counter(r.topic for r in outputs))}, dead-letter reasons "
+            f"{dict(Counter(r.value['reason'] for r in outputs if 'reason' in r.value))}"
+        )
+        assert job["state"] == "RUNNING"
+        assert restarts == [{"id": "numRestarts", "value": "0"}], [
+            e["exceptionName"] + ": " + e["stacktrace"][:2000] for e in exceptions
+        ]
+        assert exceptions == []
+        assert seen == sent, {
+            "missing": sorted(sent - seen)[:5],
+            "extra": sorted(seen - sent)[:5],
+            "doubled": sum(1 for c in seen.values() if c > 1),
+        }
+        planned = {p.id for p in plans}
+        report = verify(
+            plans,
+            [r for r in outputs if r.value.get("transaction") in planned],
+            config.aggregated_topic,
+            config.expired_topic,
+        )
+        assert report.ok, report.summary()
+        reference = flink.operator_metrics(
+            job_id,
+            "correlate",
+            "correlate_transactions.",
+            until=lambda m: m.get("reference_errors") == len(reference_hostile()),
+        )
+        assert reference["reference_errors"] == len(reference_hostile())
+    finally:
+        flink.cancel(job_id)
