@@ -199,7 +199,7 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
     system.start(config)
     try:
         started = watcher.mark()
-        done = watcher.wait_for(expected, timeout=120 + records / 500)
+        done = watcher.wait_for(expected, 120 + records / 500, failure=system.failure)
         finished = watcher.mark()  # the moment all outputs were seen
         samples = watcher.samples[before:]
         per_output = system.records_per_output

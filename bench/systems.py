@@ -38,6 +38,10 @@ class System:
         """Anything else worth keeping from the run, read just before the system stops."""
         return {}
 
+    def failure(self) -> str | None:
+        """Why the system can no longer produce output (it exited), or None while it can."""
+        return None
+
 
 @dataclass
 class FlinkCorrelator(System):
@@ -125,17 +129,27 @@ class Subprocess(System):
     def environment(self, config: JobConfig) -> dict[str, str]:
         return {}
 
+    @property
+    def log(self) -> Path:
+        return RUN / "bench" / f"{self.name.split()[0].lower()}.log"
+
     def start(self, config: JobConfig) -> None:
-        log = RUN / "bench" / f"{self.name.split()[0].lower()}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 self.command(config),
                 cwd=ROOT,
-                env={**os.environ, **self.environment(config)},
+                # Unbuffered: what the peer printed is in its log even if it is killed.
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.environment(config)},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+    def failure(self) -> str | None:
+        if self.process is None or self.process.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        return f"{self.name} exited with code {self.process.returncode}; its log ends:\n{tail}"
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

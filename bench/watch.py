@@ -39,11 +39,29 @@ class Watcher:
     processing: list[float] = field(default_factory=list)  # emitted_at - last part, ms
     _count: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _error: BaseException | None = None
 
-    def start(self) -> Watcher:
-        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+    def start(self, timeout: float = 60) -> Watcher:
+        """Starts watching; returns once every output partition is assigned, or raises."""
+        self._thread = threading.Thread(target=self._guarded_run, name="watcher", daemon=True)
         self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"watcher: no partitions of {self.topics} after {timeout} s")
+        self._raise_error()
         return self
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"the output watcher failed: {self._error!r}") from self._error
+
+    def _guarded_run(self) -> None:
+        try:
+            self._run()
+        except BaseException as error:  # re-raised by start() and wait_for()
+            self._error = error
+        finally:
+            self._ready.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -68,9 +86,20 @@ class Watcher:
         self._latency_tag = tag
         return self._latencies
 
-    def wait_for(self, count: int, timeout: float, latencies: int | None = None) -> bool:
+    def wait_for(
+        self,
+        count: int,
+        timeout: float,
+        latencies: int | None = None,
+        failure: Callable[[], str | None] = lambda: None,
+    ) -> bool:
+        """Until `count` outputs (and `latencies` latencies) were seen; False after `timeout`.
+        Raises at once if the watcher fails or `failure()` says the system is gone."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._raise_error()
+            if (why := failure()) is not None:
+                raise RuntimeError(why)
             if self._count >= count and (latencies is None or len(self._latencies) >= latencies):
                 return True
             time.sleep(0.2)
@@ -83,11 +112,10 @@ class Watcher:
             enable_auto_commit=False,
             max_poll_records=5000,
         )
-        partitions = [
-            TopicPartition(t, p) for t in self.topics for p in consumer.partitions_for_topic(t)
-        ]
+        partitions = _partitions(consumer, self.topics, timeout=60)
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
+        self._ready.set()
         last_sample = 0.0
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=200)
@@ -110,3 +138,20 @@ class Watcher:
             self._latencies.append(seen * 1000 - sent)
             if "emitted_at" in value:  # the system's own share, before output is committed
                 self.processing.append(value["emitted_at"] - sent)
+
+
+def _partitions(consumer: KafkaConsumer, topics: list[str], timeout: float) -> list[TopicPartition]:
+    """Every partition of the topics, once the consumer's metadata knows them all.
+
+    Right after the topics are created the client may not know them yet and answers None or
+    an empty set: watching nothing then would count 0 outputs for the whole run.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        known = {t: consumer.partitions_for_topic(t) for t in topics}
+        if all(known.values()):
+            return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps)]
+        if time.monotonic() > deadline:
+            missing = [t for t, ps in known.items() if not ps]
+            raise TimeoutError(f"no partitions known for {missing} after {timeout} s")
+        time.sleep(0.5)

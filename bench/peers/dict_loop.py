@@ -14,7 +14,7 @@ import json
 import signal
 import time
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from job.aggregate import COMPLETE, EXPIRED, Part, build_aggregate, kafka_key
 
@@ -31,34 +31,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class _Assigned(ConsumerRebalanceListener):
+    """Says in the log when the group gave this consumer its partitions."""
+
+    def on_partitions_assigned(self, assigned) -> None:
+        print(f"assigned {len(assigned)} partitions", flush=True)
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    types = args.types.split(",")
-    topic_type = {args.topic_prefix + t: t for t in types}
-    consumer = KafkaConsumer(
-        *topic_type,
-        bootstrap_servers=args.bootstrap_servers,
-        group_id=args.group_id,
-        auto_offset_reset="earliest",
-        max_poll_records=2000,
-    )
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=5)
-    open_parts: dict[str, dict[str, Part]] = {}
-    opened_at: dict[str, float] = {}  # wall clock, for the expiry scan
     running = True
 
     def stop(*_):
         nonlocal running
         running = False
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before anything slow: a stop must never be lost
+    types = args.types.split(",")
+    topic_type = {args.topic_prefix + t: t for t in types}
+    consumer = KafkaConsumer(
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group_id,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+    )
+    consumer.subscribe(list(topic_type), listener=_Assigned())
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, linger_ms=5)
+    open_parts: dict[str, dict[str, Part]] = {}
+    opened_at: dict[str, float] = {}  # wall clock, for the expiry scan
+    print(f"started: group {args.group_id}, topics {list(topic_type)}", flush=True)
 
     def emit(transaction: str, status: str) -> None:
         parts = open_parts.pop(transaction)
         opened_at.pop(transaction)
         record = build_aggregate(transaction, parts, types, status, int(time.time() * 1000))
         topic = args.aggregated_topic if status == COMPLETE else args.expired_topic
-        producer.send(topic, key=kafka_key(transaction).encode(), value=json.dumps(record).encode())
+        producer.send(
+            topic, key=kafka_key(transaction).encode(), value=json.dumps(record).encode()
+        ).add_errback(lambda error: print(f"send failed: {error!r}", flush=True))
 
     last_scan = time.monotonic()
     while running:
@@ -81,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
             cutoff = last_scan - args.timeout_s
             for transaction in [t for t, at in opened_at.items() if at < cutoff]:
                 emit(transaction, EXPIRED)
-    producer.flush()
+    producer.flush(timeout=20)
     consumer.close()
     producer.close()
+    print("stopped", flush=True)
 
 
 if __name__ == "__main__":
