@@ -32,10 +32,14 @@ class Report:
         )
 
     def summary(self) -> str:
+        """Counts, and the first few transaction ids of each kind of error."""
+        kinds = ("lost", "duplicated", "wrong_topic", "wrong_parts", "unexpected")
+        examples = {k: getattr(self, k)[:3] for k in kinds if getattr(self, k)}
         return (
             f"expected={self.expected} seen={self.seen} lost={len(self.lost)} "
             f"duplicated={len(self.duplicated)} wrong_topic={len(self.wrong_topic)} "
             f"wrong_parts={len(self.wrong_parts)} unexpected={len(self.unexpected)}"
+            + (f" e.g. {examples}" if examples else "")
         )
 
 

@@ -12,6 +12,21 @@ from typing import ClassVar
 import javaproperties
 
 DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
+DEFAULT_PARTITIONS = 3  # of each input and output topic, where the job's tools create them
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic the job reads or writes, as every tool and deployment file must create it."""
+
+    name: str
+    partitions: int
+    configs: tuple[tuple[str, str], ...] = ()
+
+    def compose_arg(self) -> str:
+        """`name:partitions[:key=value,...]`, the form docker-compose.yml's topic list uses."""
+        configs = ",".join(f"{k}={v}" for k, v in self.configs)
+        return f"{self.name}:{self.partitions}" + (f":{configs}" if configs else "")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -117,6 +132,15 @@ class JobConfig:
     @property
     def output_topics(self) -> list[str]:
         return [self.aggregated_topic, self.expired_topic, self.dead_letter_topic, self.late_topic]
+
+    def topics(self, partitions: int = DEFAULT_PARTITIONS) -> list[TopicSpec]:
+        """Every topic of the job: inputs, outputs, and the reference topic (one partition
+        keeps updates in order; compaction keeps the latest per type). `stack`, the tests,
+        docker-compose.yml and the Kubernetes manifests all follow this list."""
+        return [
+            *(TopicSpec(t, partitions) for t in [*self.input_topics, *self.output_topics]),
+            TopicSpec(self.reference_topic, 1, (("cleanup.policy", "compact"),)),
+        ]
 
     def type_of(self, topic: str) -> str | None:
         """The record type a topic carries, or None for a topic that is no configured type."""

@@ -143,6 +143,11 @@ class FlinkCluster:
         for _ in range(max(count, 0)):
             self._script("taskmanager.sh", "start", *self.overrides())
 
+    def _registered(self) -> int:
+        """TaskManagers the JobManager lists (a dead one, until it is noticed, too)."""
+        overview = self.rest("/overview", quiet=True)
+        return 0 if overview is None else overview["taskmanagers"]
+
     def wait_for_taskmanagers(self, count: int, timeout: float, at_most: bool = False) -> None:
         """Waits for at least (or, with at_most, at most) `count` registered TaskManagers."""
         deadline = time.monotonic() + timeout
@@ -163,12 +168,10 @@ class FlinkCluster:
 
     def running_taskmanagers(self) -> list[int]:
         """Pids of this cluster's TaskManager processes that are alive."""
-        return [p for p in self._pids("taskexecutor") if _runs(p, "TaskManagerRunner")]
+        return [p for p in self._pids("taskexecutor") if _runs(p, "taskexecutor")]
 
     def _jobmanager_alive(self) -> bool:
-        return any(
-            _runs(p, "StandaloneSessionClusterEntrypoint") for p in self._pids("standalonesession")
-        )
+        return any(_runs(p, "standalonesession") for p in self._pids("standalonesession"))
 
     def kill_taskmanagers(self) -> int:
         """`kill -9` every TaskManager process, as a crash would; returns how many."""
@@ -370,12 +373,18 @@ class FlinkCluster:
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
 
 
-def _runs(pid: int, main_class: str) -> bool:
-    """Whether process `pid` is alive and is a JVM running `main_class` (pids get reused)."""
+def _runs(pid: int, daemon: str) -> bool:
+    """Whether process `pid` is alive and is a Flink `daemon` (pids get reused).
+
+    Right after flink-daemon.sh started it, the process may still be the script's subshell
+    (its command line names the daemon) rather than the JVM (whose main class does, in
+    other letters): both count, or a supervisor would start a second one.
+    """
     try:
-        return main_class in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+    return daemon in cmdline.lower()
 
 
 def code_fingerprint() -> str:

@@ -197,11 +197,10 @@ def _wait_gone(pid_file: Path, pid: int, timeout: float) -> bool:
 
 
 def create_job_topics(broker: KafkaBroker, config, partitions: int | None = None) -> None:
-    """Every topic the correlator reads or writes, for a `JobConfig`."""
-    broker.create_topics(config.input_topics, partitions)
-    broker.create_topics(config.output_topics, partitions)
-    # Reference data: one partition keeps updates in order; compaction keeps the latest per type.
-    broker.create_topics([config.reference_topic], 1, {"cleanup.policy": "compact"})
+    """Every topic the correlator reads or writes, as `JobConfig.topics` describes them."""
+    specs = config.topics(partitions) if partitions else config.topics()
+    for spec in specs:
+        broker.create_topics([spec.name], spec.partitions, dict(spec.configs))
 
 
 def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int | None]:

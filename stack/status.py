@@ -19,6 +19,7 @@ COUNTERS = (
     "duplicates",
     "late",
     "enrich_errors",
+    "internal_errors",
     "transactions_in_flight",
     "closed_markers",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,35 @@ def topics(kafka) -> Topics:
         transactional_id_prefix=f"t{tag}",
     )
     return Topics(config, kafka).create()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, for `explain_failures`."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def explain_failures(request):
+    """When a test on the cluster fails, print what the cluster saw: every job's state, the
+    root exceptions from the REST API, and the errors in the TaskManager logs."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed or "flink" not in request.fixturenames:
+        return
+    cluster: FlinkCluster = request.getfixturevalue("flink")
+    print(f"\n--- what the Flink cluster at {cluster.url} saw ---")
+    for job in (cluster.rest("/jobs/overview", quiet=True) or {}).get("jobs", [])[-5:]:
+        exceptions = cluster.rest(f"/jobs/{job['jid']}/exceptions", quiet=True) or {}
+        entries = exceptions.get("exceptionHistory", {}).get("entries", [])
+        print(f"job {job['jid']} {job['name']}: {job['state']}, {len(entries)} exceptions")
+        for entry in entries[-2:]:
+            print("  " + entry["stacktrace"][:1500].replace("\n", "\n  "))
+    print(f"TaskManager processes alive: {cluster.running_taskmanagers()}")
+    for log in sorted(Path(cluster.home / "log").glob("*taskexecutor*.log"))[-4:]:
+        errors = [
+            line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line
+        ]
+        print(f"{log.name}: {len(errors)} ERROR lines; last: {errors[-3:]}")

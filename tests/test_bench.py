@@ -11,8 +11,16 @@ import pytest
 
 from bench import report
 from bench.run import Settings, run
+from stack.paths import RUN
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
+
+
+def _logs() -> dict[str, str]:
+    """The end of every peer's log, so a failure here explains itself."""
+    return {
+        log.name: log.read_text(errors="replace")[-2000:] for log in (RUN / "bench").glob("*.log")
+    }
 
 
 def test_benchmark_smoke_run(kafka, flink, tmp_path):
@@ -31,7 +39,7 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
     assert [s["name"] for s in results["systems"]][0].startswith("Flink job")
     assert len(results["systems"]) == len(systems)
     for system in results["systems"]:
-        assert system["outputs"] == system["expected_outputs"], system["name"]
+        assert system["outputs"] == system["expected_outputs"], (system["name"], _logs())
         assert system["throughput"]["records_per_s"] > 0, system["name"]
         assert system["throughput"]["cpu_s_per_1k"] > 0, system["name"]
         for load in ("50", "90"):

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from generator.__main__ import build_parser as generator_parser
-from job.config import JobConfig, parse_args
+from job.config import JobConfig, TopicSpec, parse_args
 from stack import jars
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
@@ -44,7 +44,7 @@ BIN = Path(sys.executable).parent  # the venv's tools (hadolint, yamllint, check
 
 DEFAULT = JobConfig()
 DEFAULT_PORT = DEFAULT.bootstrap_servers.rsplit(":", 1)[1]
-ALL_TOPICS = [*DEFAULT.input_topics, *DEFAULT.output_topics]
+ALL_TOPICS = DEFAULT.topics()  # the one description every deployment file must follow
 
 # Keys of flink-conf/config.yaml that name this machine (addresses, bind hosts) rather than
 # settings of the job; containers and Kubernetes set their own.
@@ -504,10 +504,24 @@ def test_compose_kafka_listeners_serve_containers_and_the_host_default_address()
 def test_compose_creates_exactly_the_jobs_topics() -> None:
     topics = service("topics")
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert command_args("topics", "create-topics") == ALL_TOPICS
+    _same_lines("docker-compose.yml, service topics", command_args("topics", "create-topics"),
+                [t.compose_arg() for t in ALL_TOPICS])  # fmt: skip
     script = topics["command"][0]
     assert f"--bootstrap-server {internal_bootstrap()}" in script
-    assert f"--partitions {KafkaBroker().partitions} " in script
+
+
+def _same_lines(where: str, found: list[str], wanted: list[str]) -> None:
+    """Fails naming exactly the lines of a deployment file that must change."""
+    missing = [w for w in wanted if w not in found]
+    extra = [f for f in found if f not in wanted]
+    assert found == wanted, f"{where}: add {missing}, remove {extra} (order as JobConfig.topics)"
+
+
+def test_drift_tests_name_the_lines_to_change_for_a_sixth_type() -> None:
+    sixth = replace(DEFAULT, types=(*DEFAULT.types, "TypeF")).topics()
+    with pytest.raises(AssertionError, match=r"add \['Events-TypeF:3'\], remove \[\]"):
+        _same_lines("docker-compose.yml", command_args("topics", "create-topics"),
+                    [t.compose_arg() for t in sixth])  # fmt: skip
 
 
 def test_compose_flink_services_share_the_image_built_here() -> None:
@@ -702,7 +716,11 @@ def test_flink_deployment_keeps_state_in_s3_with_credentials_from_a_secret() -> 
 
 def test_strimzi_topics_are_the_jobs_topics_on_the_jobs_cluster() -> None:
     topics = k8s_documents("kafka-topics.yaml")
-    assert [t["spec"]["topicName"] for t in topics] == ALL_TOPICS
+    _same_lines(
+        "deploy/kubernetes/kafka-topics.yaml",
+        [_strimzi_spec(t) for t in topics],
+        [t.compose_arg() for t in ALL_TOPICS],
+    )
     args = [str(a) for a in flink_deployment()["spec"]["job"]["args"]]
     bootstrap_host = parse_job_args(args[2:]).bootstrap_servers.rsplit(":", 1)[0]
     for topic in topics:
@@ -711,7 +729,13 @@ def test_strimzi_topics_are_the_jobs_topics_on_the_jobs_cluster() -> None:
         # Strimzi names the bootstrap service of cluster C "C-kafka-bootstrap".
         assert bootstrap_host.split(".")[0] == f"{cluster}-kafka-bootstrap"
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", topic["metadata"]["name"])
-        assert topic["spec"]["partitions"] == KafkaBroker().partitions
+
+
+def _strimzi_spec(topic: dict) -> str:
+    """A KafkaTopic as `name:partitions[:configs]`; replication settings are the cluster's."""
+    spec = topic["spec"]
+    configs = {k: v for k, v in spec.get("config", {}).items() if k != "min.insync.replicas"}
+    return TopicSpec(spec["topicName"], spec["partitions"], tuple(configs.items())).compose_arg()
 
 
 def test_yaml_files_pass_yamllint() -> None:
