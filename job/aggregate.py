@@ -11,29 +11,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Protocol
 
 from job.records import DUPLICATE, DeadLetter, Event, printable, to_json
 
-COMPLETE = "complete"
-EXPIRED = "expired"
+
+class Outcome(StrEnum):
+    """Where a record ends up; the job maps each to its configured topic. The first two are
+    also the `status` of an aggregate, and what a closed transaction remembers."""
+
+    COMPLETE = "complete"  # the aggregated topic
+    EXPIRED = "expired"  # the expired topic: a partial
+    DEAD_LETTER = "dead_letter"
+    LATE = "late"
+
 
 # Which timer closed a partial (the `expired_by` field).
 BY_EVENT_TIME = "event_time"
 BY_WALL_CLOCK = "wall_clock"
 
-# Kinds of output; the job maps each to its configured topic.
-AGGREGATED = "aggregated"
-EXPIRED_OUT = "expired"
-DEAD_LETTER = "dead_letter"
-LATE = "late"
-
 
 class Verdict(Enum):
     OPENED = "opened"  # first part of a transaction: start its timeout
     HELD = "held"  # another part, still incomplete
-    COMPLETED = "completed"  # the last missing part: emit now
+    COMPLETE = "complete"  # the last missing part: emit now
     DUPLICATE = "duplicate"  # a type already held: keep the first, dead-letter this one
     LATE = "late"  # the transaction was already emitted
 
@@ -51,7 +53,7 @@ class Part:
 
 @dataclass(frozen=True)
 class Output:
-    kind: str  # AGGREGATED, EXPIRED_OUT, DEAD_LETTER or LATE
+    kind: Outcome
     key: str | None  # the JSON-quoted transaction id
     value: str  # a JSON document
     record: dict | None = None  # an aggregate or partial as emitted, for the metrics
@@ -85,7 +87,7 @@ def classify(
     if event_type in held:
         return Verdict.DUPLICATE
     if set(held) | {event_type} >= set(expected):
-        return Verdict.COMPLETED
+        return Verdict.COMPLETE
     return Verdict.OPENED if not held else Verdict.HELD
 
 
@@ -110,7 +112,9 @@ def on_event(
     closed = None if held else state.closed_status()
     verdict = classify(event.type, held, closed, expected)
     if verdict is Verdict.LATE:
-        return Step(verdict, Output(LATE, kafka_key(event.transaction), late_record(event, closed)))
+        return Step(
+            verdict, Output(Outcome.LATE, kafka_key(event.transaction), late_record(event, closed))
+        )
     if verdict is Verdict.DUPLICATE:
         letter = DeadLetter(
             DUPLICATE,
@@ -119,12 +123,14 @@ def on_event(
             event.source,
             event.transaction,
         )
-        return Step(verdict, Output(DEAD_LETTER, kafka_key(event.transaction), letter.to_json()))
+        return Step(
+            verdict, Output(Outcome.DEAD_LETTER, kafka_key(event.transaction), letter.to_json())
+        )
     s = event.source
     part = Part(len(held), s.timestamp, event.value, s.partition, s.offset)
-    if verdict is Verdict.COMPLETED:  # the last part never goes to state: it closes at once
+    if verdict is Verdict.COMPLETE:  # the last part never goes to state: it closes at once
         output = close(
-            state, event.transaction, expected, COMPLETE, now_ms, enricher, part, event.type
+            state, event.transaction, expected, Outcome.COMPLETE, now_ms, enricher, part, event.type
         )
         return Step(verdict, output)
     state.add_part(event.type, part)
@@ -157,8 +163,7 @@ def close(
     record, value = render_aggregate(record, enricher)
     state.clear_parts()
     state.mark_closed(status)
-    kind = AGGREGATED if status == COMPLETE else EXPIRED_OUT
-    return Output(kind, kafka_key(transaction), value, record)
+    return Output(Outcome(status), kafka_key(transaction), value, record)
 
 
 def render_aggregate(record: dict, enricher: Enricher) -> tuple[dict, str]:

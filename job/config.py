@@ -108,9 +108,12 @@ class JobConfig:
     transactional_id_prefix: str = field(
         default="txn-correlator", metadata={"help": "prefix of the sink's Kafka transactional ids"}
     )
-    transaction_timeout_ms: int = field(
+    kafka_transaction_timeout_ms: int = field(
         default=600_000,
-        metadata={"help": "Kafka transaction timeout; at most the broker's maximum (15 min)"},
+        metadata={
+            "help": "the sink's Kafka transaction timeout; at most the broker's maximum (15 min)",
+            "aliases": ("--transaction-timeout-ms",),  # its name before 2026-12
+        },
     )
     kafka_properties: str = field(
         default="",
@@ -252,14 +255,17 @@ def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
     )
     for f in fields(cls):
         kind = f.type
+        names = (_option(f.name), *f.metadata.get("aliases", ()))
         if kind is bool:
-            parser.add_argument(_option(f.name), action="store_true", help=f.metadata["help"])
+            parser.add_argument(*names, action="store_true", help=f.metadata["help"])
             continue
         if kind == tuple[str, ...]:
             convert, default = _csv, ",".join(f.default)
         else:
             convert, default = kind, f.default
-        parser.add_argument(_option(f.name), type=convert, default=default, help=f.metadata["help"])
+        parser.add_argument(
+            *names, dest=f.name, type=convert, default=default, help=f.metadata["help"]
+        )
     return parser
 
 

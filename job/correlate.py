@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import astuple
 
 from pyflink.common import Row, Types
 from pyflink.datastream import (
@@ -26,7 +27,7 @@ from pyflink.datastream import (
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from job import aggregate, enrich
-from job.aggregate import EXPIRED, Output, Part, TimerAction, Verdict
+from job.aggregate import Outcome, Output, Part, TimerAction, Verdict
 from job.config import JobConfig
 from job.records import INTERNAL_ERROR, DeadLetter, Event, Source, internal_error, parse, to_json
 from job.sinks import OUTPUT_TYPE
@@ -49,14 +50,28 @@ DEADLINES = ValueStateDescriptor("deadlines", Types.TUPLE([_LONG, _LONG]))  # ev
 REFERENCE = MapStateDescriptor("reference", _STR, _STR)  # broadcast: type -> JSON object
 
 
-def output_row(config: JobConfig, output: Output) -> Row:
-    topics = {
-        aggregate.AGGREGATED: config.aggregated_topic,
-        aggregate.EXPIRED_OUT: config.expired_topic,
-        aggregate.DEAD_LETTER: config.dead_letter_topic,
-        aggregate.LATE: config.late_topic,
+def output_topics(config: JobConfig) -> dict[Outcome, str]:
+    """Each outcome's topic; every function builds it once, in `open()`."""
+    return {
+        Outcome.COMPLETE: config.aggregated_topic,
+        Outcome.EXPIRED: config.expired_topic,
+        Outcome.DEAD_LETTER: config.dead_letter_topic,
+        Outcome.LATE: config.late_topic,
     }
+
+
+def output_row(topics: dict[Outcome, str], output: Output) -> Row:
     return Row(topics[output.kind], output.key, output.value)
+
+
+def part_to_state(part: Part) -> tuple:
+    """A part as the `parts` MapState stores it: the dataclass's fields in their order, which
+    is part of the savepoint format (tests/test_correlate_state.py pins it)."""
+    return astuple(part)
+
+
+def part_from_state(values) -> Part:
+    return Part(*values)
 
 
 class ParseRecords(ProcessFunction):
@@ -64,6 +79,7 @@ class ParseRecords(ProcessFunction):
         self.config = config
 
     def open(self, runtime_context: RuntimeContext):
+        self.topics = output_topics(self.config)
         group = runtime_context.get_metrics_group()
         self.dead_letters = group.counter("dead_letters")
         self.internal_errors = group.counter("internal_errors")
@@ -77,8 +93,8 @@ class ParseRecords(ProcessFunction):
             result = internal_error(error, row[0], source)
         if isinstance(result, DeadLetter):
             self.dead_letters.inc()
-            output = Output(aggregate.DEAD_LETTER, None, result.to_json())
-            yield DEAD_LETTERS, output_row(self.config, output)
+            output = Output(Outcome.DEAD_LETTER, None, result.to_json())
+            yield DEAD_LETTERS, output_row(self.topics, output)
         else:
             s = result.source
             yield Row(
@@ -97,12 +113,10 @@ class _FlinkTransactionState:
         return list(self._parts.keys())
 
     def add_part(self, record_type: str, part: Part) -> None:
-        self._parts.put(
-            record_type, (part.seq, part.event_time, part.value, part.partition, part.offset)
-        )
+        self._parts.put(record_type, part_to_state(part))
 
     def parts(self) -> dict[str, Part]:
-        return {t: Part(*p) for t, p in self._parts.items()}
+        return {t: part_from_state(p) for t, p in self._parts.items()}
 
     def clear_parts(self) -> None:
         self._parts.clear()
@@ -125,6 +139,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.grace_ms = int(config.expiry_grace_s * 1000)
 
     def open(self, runtime_context: RuntimeContext):
+        self.topics = output_topics(self.config)
         self.parts = runtime_context.get_map_state(PARTS)
         self.closed = runtime_context.get_state(CLOSED)
         self.deadlines = runtime_context.get_state(DEADLINES)
@@ -165,10 +180,10 @@ class Correlate(KeyedBroadcastProcessFunction):
             # as it was and this dead letter is the record's one place.
             self.internal_errors.inc()
             letter = internal_error(error, event.value.encode(), event.source, event.transaction)
-            output = Output(aggregate.DEAD_LETTER, aggregate.kafka_key(event.transaction),
+            output = Output(Outcome.DEAD_LETTER, aggregate.kafka_key(event.transaction),
                             letter.to_json())  # fmt: skip
         if output is not None:
-            yield output_row(self.config, output)
+            yield output_row(self.topics, output)
 
     def _on_event(self, event: Event, ctx) -> Output | None:
         self.records_in[event.type].inc()
@@ -181,7 +196,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         if step.verdict is Verdict.OPENED:
             self.in_flight.inc()
             self._start_timers(ctx, event.source.timestamp)
-        elif step.verdict is Verdict.COMPLETED:
+        elif step.verdict is Verdict.COMPLETE:
             self._count_emitted(step.output)
             self._after_close(ctx)
         return step.output
@@ -215,7 +230,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         record = output.record
         if "enrichment_error" in record:
             self.enrich_errors.inc()
-        if record["status"] == EXPIRED:
+        if record["status"] == Outcome.EXPIRED:
             self.expired_parts.update(record["part_count"])
         else:
             self.completion_ms.update(record["duration_ms"])
@@ -226,7 +241,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         except Exception as error:  # noqa: BLE001 - no timer may restart the job
             outputs = self._give_up(ctx, error)
         for output in outputs:
-            yield output_row(self.config, output)
+            yield output_row(self.topics, output)
 
     def _on_timer(self, ctx) -> list[Output]:
         holds_parts = not self.parts.is_empty()
@@ -249,7 +264,7 @@ class Correlate(KeyedBroadcastProcessFunction):
                 self.state,
                 ctx.get_current_key(),
                 self.config.types,
-                EXPIRED,
+                Outcome.EXPIRED,
                 _now_ms(),
                 self._enricher(ctx),
                 expired_by=decision.expired_by,
@@ -285,7 +300,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.state.mark_closed(INTERNAL_ERROR)
         self._after_close(ctx)
         return [
-            Output(aggregate.DEAD_LETTER, aggregate.kafka_key(key), letter.to_json())
+            Output(Outcome.DEAD_LETTER, aggregate.kafka_key(key), letter.to_json())
             for letter in letters
         ]
 
@@ -311,7 +326,7 @@ class Correlate(KeyedBroadcastProcessFunction):
 
 
 _OUTCOME_COUNTERS = {
-    Verdict.COMPLETED: "aggregated",
+    Verdict.COMPLETE: "aggregated",
     Verdict.DUPLICATE: "duplicates",
     Verdict.LATE: "late",
 }

@@ -29,7 +29,7 @@ def sink_options(config: JobConfig) -> dict[str, str]:
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": config.transactional_id_prefix,
-        "properties.transaction.timeout.ms": str(config.transaction_timeout_ms),
+        "properties.transaction.timeout.ms": str(config.kafka_transaction_timeout_ms),
     }
     return with_client_properties(options, config.kafka_client_properties())
 

@@ -8,8 +8,7 @@ import pytest
 from job.aggregate import (
     BY_EVENT_TIME,
     BY_WALL_CLOCK,
-    COMPLETE,
-    EXPIRED,
+    Outcome,
     Part,
     TimerAction,
     TimerDecision,
@@ -35,12 +34,12 @@ TYPES = ("TypeA", "TypeB", "TypeC")
     [
         ("TypeA", [], None, Verdict.OPENED),
         ("TypeB", ["TypeA"], None, Verdict.HELD),
-        ("TypeC", ["TypeA", "TypeB"], None, Verdict.COMPLETED),
-        ("TypeA", ["TypeC", "TypeB"], None, Verdict.COMPLETED),  # order does not matter
+        ("TypeC", ["TypeA", "TypeB"], None, Verdict.COMPLETE),
+        ("TypeA", ["TypeC", "TypeB"], None, Verdict.COMPLETE),  # order does not matter
         ("TypeA", ["TypeA"], None, Verdict.DUPLICATE),
         ("TypeA", ["TypeA", "TypeB"], None, Verdict.DUPLICATE),
-        ("TypeA", [], COMPLETE, Verdict.LATE),
-        ("TypeC", [], EXPIRED, Verdict.LATE),
+        ("TypeA", [], Outcome.COMPLETE, Verdict.LATE),
+        ("TypeC", [], Outcome.EXPIRED, Verdict.LATE),
     ],
 )
 def test_classify(event_type, held, closed, verdict):
@@ -48,7 +47,7 @@ def test_classify(event_type, held, closed, verdict):
 
 
 def test_single_type_completes_on_first_record():
-    assert classify("TypeA", [], None, ["TypeA"]) is Verdict.COMPLETED
+    assert classify("TypeA", [], None, ["TypeA"]) is Verdict.COMPLETE
 
 
 def test_wall_clock_fallback_waits_for_quiet_input():
@@ -67,9 +66,9 @@ def _part(seq: int, t: int, record_type: str) -> Part:
 
 def test_complete_aggregate_lists_parts_in_arrival_order_and_types_in_config_order():
     parts = {"TypeC": _part(0, 500, "c"), "TypeA": _part(1, 700, "a"), "TypeB": _part(2, 650, "b")}
-    record = build_aggregate("tx-1", parts, TYPES, COMPLETE, emitted_at=9_999)
+    record = build_aggregate("tx-1", parts, TYPES, Outcome.COMPLETE, emitted_at=9_999)
     assert record["transaction"] == "tx-1"
-    assert record["status"] == COMPLETE
+    assert record["status"] == Outcome.COMPLETE
     assert record["types"] == ["TypeA", "TypeB", "TypeC"]
     assert record["missing"] == []
     assert record["arrival_order"] == ["TypeC", "TypeA", "TypeB"]
@@ -82,8 +81,8 @@ def test_complete_aggregate_lists_parts_in_arrival_order_and_types_in_config_ord
 
 def test_expired_aggregate_names_missing_types():
     parts = {"TypeB": _part(0, 100, "b")}
-    record = build_aggregate("tx-1", parts, TYPES, EXPIRED, emitted_at=0)
-    assert record["status"] == EXPIRED
+    record = build_aggregate("tx-1", parts, TYPES, Outcome.EXPIRED, emitted_at=0)
+    assert record["status"] == Outcome.EXPIRED
     assert record["types"] == ["TypeB"]
     assert record["missing"] == ["TypeA", "TypeC"]
     assert list(record["parts"]) == ["TypeB"]
@@ -91,8 +90,8 @@ def test_expired_aggregate_names_missing_types():
 
 def test_late_record_carries_final_status_and_origin():
     event = Event("tx-9", "TypeA", '{"transaction": "tx-9"}', Source("Events-TypeA", 2, 41, 123))
-    late = json.loads(late_record(event, EXPIRED))
-    assert late["final_status"] == EXPIRED
+    late = json.loads(late_record(event, Outcome.EXPIRED))
+    assert late["final_status"] == Outcome.EXPIRED
     assert (late["topic"], late["partition"], late["offset"]) == ("Events-TypeA", 2, 41)
     assert late["value"] == {"transaction": "tx-9"}
 
@@ -138,7 +137,7 @@ def test_a_straggler_after_the_retention_opens_a_new_transaction():
     event = Event("tx-r", "TypeA", '{"transaction": "tx-r"}', Source("Events-TypeA", 0, 1, 5))
     for t in TYPES:
         on_event(state, replace(event, type=t), TYPES, 0)
-    assert state.closed_status() == COMPLETE
+    assert state.closed_status() == Outcome.COMPLETE
     assert on_event(state, event, TYPES, 0).verdict is Verdict.LATE
     # The retention timer fires: the shell clears the marker as the decision says.
     assert _timer(holds_parts=False, closed=True, wall_clock=True).action is TimerAction.FORGET
@@ -149,6 +148,6 @@ def test_a_straggler_after_the_retention_opens_a_new_transaction():
 def test_an_expired_partial_names_the_timer_that_closed_it():
     state = DictState()
     state.add_part("TypeA", _part(0, 100, "a"))
-    output = close(state, "tx-1", TYPES, EXPIRED, 0, expired_by=BY_WALL_CLOCK)
+    output = close(state, "tx-1", TYPES, Outcome.EXPIRED, 0, expired_by=BY_WALL_CLOCK)
     assert json.loads(output.value)["expired_by"] == BY_WALL_CLOCK
-    assert state.closed_status() == EXPIRED and state.held_types() == []
+    assert state.closed_status() == Outcome.EXPIRED and state.held_types() == []

@@ -87,3 +87,20 @@ def test_kafka_properties_reach_every_kafka_connector(tmp_path):
     ):
         assert options["properties.security.protocol"] == "SASL_SSL"
         assert options["connector"] == "kafka"
+
+
+def test_renamed_option_keeps_its_old_name():
+    new = parse_args(["--kafka-transaction-timeout-ms", "700000"])
+    old = parse_args(["--transaction-timeout-ms", "700000"])
+    assert new == old and new.kafka_transaction_timeout_ms == 700_000
+    assert "--kafka-transaction-timeout-ms" in new.to_args()
+
+
+def test_topics_are_described_once_with_the_reference_topic_compacted():
+    config = JobConfig(types=("TypeA", "TypeF"), topic_prefix="p-")
+    specs = {t.name: t for t in config.topics(partitions=4)}
+    assert list(specs) == [*config.input_topics, *config.output_topics, config.reference_topic]
+    assert specs["p-TypeF"].partitions == 4
+    reference = specs[config.reference_topic]
+    assert (reference.partitions, dict(reference.configs)) == (1, {"cleanup.policy": "compact"})
+    assert reference.compose_arg() == "Reference-Services:1:cleanup.policy=compact"

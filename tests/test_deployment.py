@@ -28,10 +28,11 @@ import pytest
 import yaml
 
 from generator.__main__ import build_parser as generator_parser
-from job.config import JobConfig, TopicSpec, parse_args
+from job.config import JobConfig, TopicSpec, WriterConfig, parse_args
 from stack import jars
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
+from stack.postgres import DATABASE
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -465,6 +466,9 @@ def test_compose_has_every_service() -> None:
         "job-submit",
         "generator",
         "kafka-ui",
+        "postgres",
+        "migrate",
+        "writer-submit",
     }
     assert compose()["name"] == pyproject()["project"]["name"]
 
@@ -485,7 +489,7 @@ def test_compose_kafka_matches_the_pinned_version_and_the_local_broker() -> None
     for name, value in expected.items():
         assert env.get(name) == value, f"{name} differs from stack/kafka.py"
     assert set(env) - set(expected) <= KAFKA_COMPOSE_ADDRESS_ENV
-    assert int(env["KAFKA_TRANSACTION_MAX_TIMEOUT_MS"]) >= DEFAULT.transaction_timeout_ms
+    assert int(env["KAFKA_TRANSACTION_MAX_TIMEOUT_MS"]) >= DEFAULT.kafka_transaction_timeout_ms
 
 
 def test_compose_kafka_listeners_serve_containers_and_the_host_default_address() -> None:
@@ -556,7 +560,7 @@ def test_compose_flink_ports_volumes_and_health_checks() -> None:
     for name in ("jobmanager", "taskmanager"):
         assert mounts <= set(service(name)["volumes"]), f"{name} misses the state volumes"
     assert {"checkpoints", "savepoints", "kafka-data"} <= set(compose()["volumes"])
-    assert interpolate(service("taskmanager")["deploy"]["replicas"]) == "2"
+    assert interpolate(service("taskmanager")["deploy"]["replicas"]) == "3"
 
 
 def test_compose_submits_the_job_with_valid_arguments() -> None:
@@ -566,7 +570,9 @@ def test_compose_submits_the_job_with_valid_arguments() -> None:
     assert args[:2] == ["-py", image_job_script()]
     config = parse_job_args(args[2:])
     assert config.bootstrap_servers == internal_bootstrap()
-    assert config.parallelism == int(interpolate(service("taskmanager")["deploy"]["replicas"]))
+    # One slot per parallel instance, and one more for the writer.
+    slots = int(interpolate(service("taskmanager")["deploy"]["replicas"]))
+    assert config.parallelism == slots - 1
     assert not config.jars, "the connector is in the image's Flink lib/: no --jars"
     # Everything else (topics, timeouts, names) is the default the topics were created for.
     assert replace(config, bootstrap_servers=DEFAULT.bootstrap_servers, parallelism=0) == DEFAULT
@@ -596,9 +602,49 @@ def test_compose_generator_and_kafka_ui_reach_the_same_broker() -> None:
     assert ui["ports"] == ["127.0.0.1:8080:8080"]
 
 
-def test_compose_keeps_the_persistence_placeholder() -> None:
-    text = COMPOSE.read_text()
-    assert "# postgres:" in text and "# writer-submit:" in text
+def test_compose_runs_postgres_the_migrations_and_the_writer() -> None:
+    """The writer's own parser reads its arguments; the database they name is the service."""
+    postgres = service("postgres")
+    assert postgres["image"].startswith("postgres:") and postgres["healthcheck"]["test"]
+    assert postgres["environment"]["POSTGRES_DB"] == DATABASE
+    assert "postgres-data" in compose()["volumes"]
+    password = interpolate(postgres["environment"]["POSTGRES_PASSWORD"])
+    migrate = service("migrate")
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    words = [interpolate(w) for w in migrate["command"]]
+    assert words[:3] == ["python", "-m", "store"] and words[-1] == "migrate"
+    assert words[words.index("--database-url") + 1] == (
+        f"postgresql://postgres:{password}@postgres:5432/{DATABASE}"
+    )
+    writer = service("writer-submit")
+    assert writer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    args = command_args("writer-submit", "submit-writer")
+    assert args[:2] == ["-py", f"{image_app_dir()}/job/writer.py"]
+    config = parse_args(args[2:], WriterConfig)
+    assert config.bootstrap_servers == internal_bootstrap()
+    assert config.database_url == f"jdbc:postgresql://postgres:5432/{DATABASE}"
+    assert (config.aggregated_topic, config.expired_topic) == (
+        DEFAULT.aggregated_topic,
+        DEFAULT.expired_topic,
+    )
+    assert interpolate(writer["environment"][config.database_password_env]) == password
+    assert f"grep -q ' : {config.job_name} ('" in writer["command"][2]
+
+
+def test_dockerfile_puts_the_jdbc_connector_and_driver_in_lib_with_checksums() -> None:
+    """The writer's jars, pinned as stack/jars.py pins them, each checked against the jar
+    bin/setup fetched from Maven Central."""
+    args = dockerfile().args
+    artifacts, _ = jars.BUNDLES["jdbc"]
+    pinned = [args[name] for name in ("JDBC_CORE", "JDBC_POSTGRES", "POSTGRES_DRIVER")]
+    assert pinned == artifacts
+    for name, coordinates in zip(("JDBC_CORE", "JDBC_POSTGRES", "POSTGRES_DRIVER"), artifacts,
+                                 strict=True):  # fmt: skip
+        _, artifact, version = coordinates.split(":")
+        jar = jars.fetch("jdbc") / f"{artifact}-{version}.jar"
+        assert args[f"{name}_SHA256"] == hashlib.sha256(jar.read_bytes()).hexdigest(), name
+    copies = [a.split() for a, _ in dockerfile().all("COPY") if a.startswith("--from=jars")]
+    assert ["--from=jars", "/jdbc/", f"{image_flink_lib()}/"] in copies
 
 
 def test_compose_file_matches_the_compose_specification_schema() -> None:
@@ -648,7 +694,7 @@ def test_compose_file_is_valid_for_a_real_compose_implementation(tmp_path: Path)
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"TASKMANAGERS", "PARALLELISM", "FROM_SAVEPOINT"}
+        if k not in {"TASKMANAGERS", "PARALLELISM", "FROM_SAVEPOINT", "POSTGRES_PASSWORD"}
         and not k.startswith(("COMPOSE_", "GENERATOR_"))
     }
     result = subprocess.run(
@@ -661,7 +707,7 @@ def test_compose_file_is_valid_for_a_real_compose_implementation(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == set(compose()["services"])
-    assert resolved["services"]["taskmanager"]["deploy"]["replicas"] == 2
+    assert resolved["services"]["taskmanager"]["deploy"]["replicas"] == 3
     submit = resolved["services"]["job-submit"]["command"]
     assert submit[submit.index("--parallelism") + 1] == "2"
     assert Path(resolved["services"]["jobmanager"]["build"]["context"]) == ROOT
@@ -712,6 +758,29 @@ def test_flink_deployment_keeps_state_in_s3_with_credentials_from_a_secret() -> 
     assert env["ENABLE_BUILT_IN_PLUGINS"]["value"] == f"flink-s3-fs-presto-{flink_version()}.jar"
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"]
+
+
+def test_writer_deployment_runs_the_writer_on_the_correlators_image_and_kafka() -> None:
+    (writer,) = k8s_documents("writer-deployment.yaml")
+    correlator = flink_deployment()
+    spec = writer["spec"]
+    for key in ("image", "flinkVersion", "serviceAccount"):
+        assert spec[key] == correlator["spec"][key], key
+    assert spec["job"]["jarURI"] == correlator["spec"]["job"]["jarURI"]
+    assert spec["job"]["entryClass"] == correlator["spec"]["job"]["entryClass"]
+    args = [str(a) for a in spec["job"]["args"]]
+    assert args[:2] == ["-py", f"{image_app_dir()}/job/writer.py"]
+    config = parse_args(args[2:], WriterConfig)
+    correlator_args = [str(a) for a in correlator["spec"]["job"]["args"]]
+    assert config.bootstrap_servers == parse_job_args(correlator_args[2:]).bootstrap_servers
+    assert config.database_url.startswith("jdbc:postgresql://")
+    assert config.database_url.endswith(f"/{DATABASE}")
+    (container,) = spec["podTemplate"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "valueFrom" in env[config.database_password_env], "the password comes from a Secret"
+    conf = spec["flinkConfiguration"]
+    assert conf["python.executable"] == image_python()
+    assert conf["taskmanager.numberOfTaskSlots"] == "1"
 
 
 def test_strimzi_topics_are_the_jobs_topics_on_the_jobs_cluster() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from job.aggregate import COMPLETE, EXPIRED, Part, build_aggregate
+from job.aggregate import Outcome, Part, build_aggregate
 from job.enrich import enrich, load_hook, parse_reference
 
 TYPES = ("TypeA", "TypeB", "TypeC")
@@ -20,7 +20,7 @@ REFERENCE = {
 }
 
 
-def _record(times: dict[str, int], status: str = COMPLETE) -> dict:
+def _record(times: dict[str, int], status: str = Outcome.COMPLETE) -> dict:
     parts = {
         t: Part(seq, at, json.dumps({"transaction": "tx-1", "log": t}), 0, seq)
         for seq, (t, at) in enumerate(times.items())
@@ -46,7 +46,7 @@ def test_reference_fields_and_strictest_slo():
 
 
 def test_partial_is_judged_on_its_parts_and_gets_reference_of_missing_types():
-    record = enrich(_record({"TypeA": 0}, EXPIRED), REFERENCE)
+    record = enrich(_record({"TypeA": 0}, Outcome.EXPIRED), REFERENCE)
     assert record["missing"] == ["TypeB", "TypeC"]
     assert set(record["reference"]) == {"TypeA", "TypeB"}
     assert record["slo_breached"] is False
@@ -84,7 +84,7 @@ def test_hook_cannot_change_the_aggregate_itself():
         record["status"] = "meddled"
         return {}
 
-    assert enrich(_record({"TypeA": 0}), {}, meddle)["status"] == COMPLETE
+    assert enrich(_record({"TypeA": 0}), {}, meddle)["status"] == Outcome.COMPLETE
 
 
 def test_load_hook_rejects_bad_specs():

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job import aggregate, records
-from job.aggregate import EXPIRED, Verdict
+from job.aggregate import Outcome, Verdict
 from job.config import JobConfig
 from job.records import DeadLetter, Event, Source, parse
 from tests.kit import DictState
@@ -75,29 +75,29 @@ def test_every_record_is_accounted_for_exactly_once(run):
             )
             sent.append(offset)
             step = aggregate.on_event(state, event, TYPES, now_ms=offset)
-            if step.verdict is Verdict.COMPLETED:
+            if step.verdict is Verdict.COMPLETE:
                 assert state.held_types() == []
             if step.output:
                 outputs.append(step.output)
         elif action == "expire" and state.held_types():
-            outputs.append(aggregate.close(state, tx, TYPES, EXPIRED, now_ms=offset))
+            outputs.append(aggregate.close(state, tx, TYPES, Outcome.EXPIRED, now_ms=offset))
         elif action == "forget" and not state.held_types():
             states.pop(tx)  # retention over: the transaction is forgotten
     for tx, state in states.items():  # end of input: every open partial expires
         if state.held_types():
-            outputs.append(aggregate.close(state, tx, TYPES, EXPIRED, now_ms=len(run)))
+            outputs.append(aggregate.close(state, tx, TYPES, Outcome.EXPIRED, now_ms=len(run)))
 
     accounted = Counter()
     for output in outputs:
         doc = json.loads(output.value)
-        if output.kind in (aggregate.AGGREGATED, aggregate.EXPIRED_OUT):
+        if output.kind in (Outcome.COMPLETE, Outcome.EXPIRED):
             assert set(doc["types"]) | set(doc["missing"]) == set(TYPES)
-            assert (output.kind == aggregate.AGGREGATED) == (doc["missing"] == [])
+            assert (output.kind == Outcome.COMPLETE) == (doc["missing"] == [])
             accounted.update(s["offset"] for s in doc["sources"].values())
-        elif output.kind == aggregate.DEAD_LETTER:
+        elif output.kind == Outcome.DEAD_LETTER:
             assert doc["reason"] == records.DUPLICATE
             accounted[doc["offset"]] += 1
         else:
-            assert output.kind == aggregate.LATE
+            assert output.kind == Outcome.LATE
             accounted[doc["offset"]] += 1
     assert accounted == Counter(sent)

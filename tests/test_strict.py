@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job import aggregate, records
-from job.aggregate import COMPLETE, Part, Verdict, build_aggregate
+from job.aggregate import Outcome, Part, Verdict, build_aggregate
 from job.config import JobConfig
 from job.enrich import enrich, parse_reference
 from job.records import DeadLetter, Event, Source, parse
@@ -94,7 +94,7 @@ def test_whatever_parses_is_strict_and_whatever_is_refused_keeps_its_bytes(value
         result.transaction.encode("utf-8")
         state = DictState()
         step = aggregate.on_event(state, result, ["TypeA"], 0)
-        assert step.verdict is Verdict.COMPLETED
+        assert step.verdict is Verdict.COMPLETE
         strict_json(step.output.value)
         strict_json(step.output.key)
     else:
@@ -117,7 +117,7 @@ def _leaves(value):
 
 def _record() -> dict:
     part = Part(0, 100, json.dumps({"transaction": "tx", "log": "a", "nested": {"n": 1}}), 0, 5)
-    return build_aggregate("tx", {"TypeA": part}, TYPES, COMPLETE, emitted_at=1)
+    return build_aggregate("tx", {"TypeA": part}, TYPES, Outcome.COMPLETE, emitted_at=1)
 
 
 @pytest.mark.parametrize(
@@ -162,9 +162,9 @@ def test_a_failing_enricher_still_emits_the_aggregate():
     state.add_part("TypeA", Part(0, 100, '{"transaction": "tx"}', 0, 1))
     event = Event("tx", "TypeB", '{"transaction": "tx"}', Source("Events-TypeB", 0, 2, 150))
     step = aggregate.on_event(state, event, TYPES, 0, broken)
-    assert step.verdict is Verdict.COMPLETED
+    assert step.verdict is Verdict.COMPLETE
     out = strict_json(step.output.value)
-    assert out["status"] == COMPLETE and set(out["parts"]) == {"TypeA", "TypeB"}
+    assert out["status"] == Outcome.COMPLETE and set(out["parts"]) == {"TypeA", "TypeB"}
     assert out["enrichment_error"] == "RuntimeError: reference data exploded"
 
 

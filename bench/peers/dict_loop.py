@@ -16,7 +16,7 @@ import time
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
-from job.aggregate import COMPLETE, EXPIRED, Part, build_aggregate, kafka_key
+from job.aggregate import Outcome, Part, build_aggregate, kafka_key
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         parts = open_parts.pop(transaction)
         opened_at.pop(transaction)
         record = build_aggregate(transaction, parts, types, status, int(time.time() * 1000))
-        topic = args.aggregated_topic if status == COMPLETE else args.expired_topic
+        topic = args.aggregated_topic if status == Outcome.COMPLETE else args.expired_topic
         producer.send(
             topic, key=kafka_key(transaction).encode(), value=json.dumps(record).encode()
         ).add_errback(lambda error: print(f"send failed: {error!r}", flush=True))
@@ -88,12 +88,12 @@ def main(argv: list[str] | None = None) -> None:
                     value = r.value.decode()
                     parts[record_type] = Part(len(parts), r.timestamp, value, r.partition, r.offset)
                 if len(parts) == len(types):
-                    emit(transaction, COMPLETE)
+                    emit(transaction, Outcome.COMPLETE)
         if time.monotonic() - last_scan >= 1.0:
             last_scan = time.monotonic()
             cutoff = last_scan - args.timeout_s
             for transaction in [t for t, at in opened_at.items() if at < cutoff]:
-                emit(transaction, EXPIRED)
+                emit(transaction, Outcome.EXPIRED)
     producer.flush(timeout=20)
     consumer.close()
     producer.close()
