@@ -279,7 +279,7 @@ def _checkpoint_after(cluster: FlinkCluster, job_id: str, after_ms: float, timeo
     """The first completed checkpoint triggered after `after_ms` (epoch ms)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        latest = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        latest = cluster.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
         if latest and latest["trigger_timestamp"] > after_ms:
             return latest
         time.sleep(1)
@@ -287,7 +287,7 @@ def _checkpoint_after(cluster: FlinkCluster, job_id: str, after_ms: float, timeo
 
 
 def _correlator_metrics(cluster: FlinkCluster, job_id: str, until, timeout: float) -> dict:
-    return cluster.operator_metrics(
+    return cluster.api.operator_metrics(
         job_id, "correlate", "correlate_transactions.", until=until, timeout=timeout
     )
 
@@ -317,7 +317,7 @@ def measure_in_flight(
         if metrics.get("transactions_in_flight") != count:
             raise RuntimeError(f"only {metrics.get('transactions_in_flight')} in flight")
         holding = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
-        rss = rss_bytes(cluster.taskmanager_pids())
+        rss = rss_bytes(cluster.running_taskmanagers())
         workload.preload(broker.bootstrap, config.topic_prefix, last, count, tag)
         metrics = _correlator_metrics(
             cluster,
@@ -326,7 +326,7 @@ def measure_in_flight(
             wait_s + retention_s,
         )
         after = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
-        rss_after = rss_bytes(cluster.taskmanager_pids())
+        rss_after = rss_bytes(cluster.running_taskmanagers())
     finally:
         job.stop()
     return {
@@ -361,7 +361,7 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
         results["systems"].append(run_system(system, broker, settings))
     if settings.in_flight:
         cluster.restart_taskmanagers()
-        results["idle_rss_mb"] = rss_bytes(cluster.taskmanager_pids()) / MB
+        results["idle_rss_mb"] = rss_bytes(cluster.running_taskmanagers()) / MB
         for count in settings.in_flight:
             results["in_flight"].append(measure_in_flight(cluster, broker, settings, count))
     return results

@@ -16,6 +16,7 @@ from pathlib import Path
 from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.paths import PYTHON, ROOT, RUN
+from stack.submit import submit, submit_correlator
 
 FAUST_PYTHON = ROOT / ".cache" / "faust-venv" / "bin" / "python"
 
@@ -62,21 +63,21 @@ class FlinkCorrelator(System):
     def start(self, config: JobConfig) -> None:
         self._read = 0
         self.job_id = self.submit(replace(config, parallelism=self.parallelism))
-        self.cluster.wait_until_running(self.job_id)
+        self.cluster.api.wait_until_running(self.job_id)
 
     def submit(self, config: JobConfig) -> str:
-        return self.cluster.submit_correlator(config, options=self.options)
+        return submit_correlator(self.cluster, config, options=self.options)
 
     def stop(self) -> None:
         if self.job_id:
-            self.cluster.cancel(self.job_id)
+            self.cluster.api.cancel(self.job_id)
             self.job_id = None
 
     def details(self) -> dict:
         """Checkpoint figures: exactly-once output waits for them."""
         if not self.job_id:
             return {}
-        stats = self.cluster.rest(f"/jobs/{self.job_id}/checkpoints")
+        stats = self.cluster.api.rest(f"/jobs/{self.job_id}/checkpoints")
         summary = stats["summary"]["end_to_end_duration"]
         return {
             "checkpoints": stats["counts"],
@@ -88,14 +89,14 @@ class FlinkCorrelator(System):
         }
 
     def pids(self) -> list[int]:
-        return self.cluster.taskmanager_pids()
+        return self.cluster.running_taskmanagers()
 
     def progress(self) -> int | None:
         """Records read by the Kafka source. Backpressure keeps the source within a few
         buffers of the slowest operator, so its rate is the job's sustained rate."""
         if self.job_id:
             with contextlib.suppress(OSError, StopIteration):  # not all tasks up yet
-                metrics = self.cluster.operator_metrics(
+                metrics = self.cluster.api.operator_metrics(
                     self.job_id, "Source: input_records", "Source__", suffix=".numRecordsOut"
                 )
                 self._read = max(self._read, int(sum(metrics.values())))
@@ -113,8 +114,11 @@ class FlinkSqlCopy(FlinkCorrelator):
         return "Flink SQL copy (ceiling)"
 
     def submit(self, config: JobConfig) -> str:
-        return self.cluster.submit(
-            config.to_args(), script="bench/peers/sql_copy.py", python_per_record=False
+        return submit(
+            self.cluster,
+            config.to_args(),
+            script="bench/peers/sql_copy.py",
+            python_per_record=False,
         )
 
 

@@ -32,6 +32,7 @@ from stack import demo, jars, status
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
+from stack.submit import submit_correlator, submit_writer
 from store import db
 
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     database = PostgresServer(port=args.postgres_port)
     if args.command == "submit-writer":
         config = parse_args(["--database-url", database.jdbc_url, *args.job_args], WriterConfig)
-        print(f"submitted job {cluster.submit_writer(config)}; web UI on {cluster.url}")
+        print(f"submitted job {submit_writer(cluster, config)}; web UI on {cluster.url}")
         return
     # One parsed configuration of the correlator for every other command.
     job = parse_args(["--bootstrap-servers", broker.bootstrap, *args.job_args])
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.suppress(KeyboardInterrupt):
                 cluster.supervise()
     elif args.command == "submit":
-        print(f"submitted job {cluster.submit_correlator(job)}; web UI on {cluster.url}")
+        print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
     elif args.command == "down":
         cluster.stop()
         database.stop()

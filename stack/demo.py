@@ -19,6 +19,7 @@ from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
 from stack.postgres import PostgresServer
+from stack.submit import submit_correlator, submit_writer
 from store import db
 
 DEMO_TIMEOUT_S = 20.0
@@ -26,7 +27,7 @@ REFERENCE_FILE = ROOT / "reference" / "services.yaml"
 
 
 def running_job(cluster: FlinkCluster, name: str) -> str | None:
-    for job in cluster.jobs():
+    for job in cluster.api.jobs():
         if job["name"] == name and job["state"] in {"RUNNING", "CREATED", "INITIALIZING"}:
             return job["jid"]
     return None
@@ -38,7 +39,7 @@ def ensure_running(cluster: FlinkCluster, name: str, submit) -> str:
     if job_id is None:
         print(f"submitting {name} with flink run -py ...")
         job_id = submit()
-    cluster.wait_until_running(job_id)
+    cluster.api.wait_until_running(job_id)
     print(f"{name} is RUNNING: {cluster.url}/#/job/running/{job_id}/overview")
     return job_id
 
@@ -55,8 +56,8 @@ def run(
     reference = read_reference(REFERENCE_FILE)
     publish(broker.bootstrap, reference, config.reference_topic)
     print(f"loaded reference data for {len(reference)} types from {REFERENCE_FILE.name}")
-    ensure_running(cluster, config.job_name, lambda: cluster.submit_correlator(config))
-    ensure_running(cluster, writer.job_name, lambda: cluster.submit_writer(writer))
+    ensure_running(cluster, config.job_name, lambda: submit_correlator(cluster, config))
+    ensure_running(cluster, writer.job_name, lambda: submit_writer(cluster, writer))
 
     rng = random.Random()
     types = list(config.types)

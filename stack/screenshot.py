@@ -17,7 +17,7 @@ from stack.flink import FlinkCluster
 
 
 def job_overview_url(cluster: FlinkCluster, name: str = "txn-correlator") -> str:
-    running = [j for j in cluster.jobs() if j["name"] == name and j["state"] == "RUNNING"]
+    running = [j for j in cluster.api.jobs() if j["name"] == name and j["state"] == "RUNNING"]
     if not running:
         raise SystemExit(f"no RUNNING job named {name} at {cluster.url}")
     return f"{cluster.url}/#/job/running/{running[0]['jid']}/overview"

@@ -28,10 +28,10 @@ COUNTERS = (
 def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
     """Everything the status command shows, as plain data."""
     status: dict = {"cluster": cluster.url, "job": None}
-    if cluster.rest("/overview", quiet=True) is None:
+    if cluster.api.rest("/overview", quiet=True) is None:
         status["cluster"] = None
         return status
-    jobs = [j for j in cluster.jobs() if j["name"] == config.job_name]
+    jobs = [j for j in cluster.api.jobs() if j["name"] == config.job_name]
     if not jobs:
         return status
     job = max(jobs, key=lambda j: j["start-time"])
@@ -45,15 +45,15 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
     }
     if job["state"] != "RUNNING":
         return status
-    latest = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+    latest = cluster.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
     status["last_checkpoint"] = latest and {
         "id": latest["id"],
         "age_s": round((now_ms - latest["latest_ack_timestamp"]) / 1000, 1),
         "size_bytes": latest["checkpointed_size"],
         "full_state_bytes": latest["state_size"],
     }
-    parse = cluster.operator_metrics(job_id, "Source", "parse_records.")
-    correlate = cluster.operator_metrics(job_id, "correlate", "correlate_transactions.")
+    parse = cluster.api.operator_metrics(job_id, "Source", "parse_records.")
+    correlate = cluster.api.operator_metrics(job_id, "correlate", "correlate_transactions.")
     status["input_records_per_s"] = round(parse.get("numRecordsInPerSecond", 0.0), 1)
     status["counters"] = {
         "records_in": {t: int(correlate.get(f"type.{t}.records_in", 0)) for t in config.types},

@@ -111,8 +111,8 @@ def explain_failures(request):
         return
     cluster: FlinkCluster = request.getfixturevalue("flink")
     print(f"\n--- what the Flink cluster at {cluster.url} saw ---")
-    for job in (cluster.rest("/jobs/overview", quiet=True) or {}).get("jobs", [])[-5:]:
-        exceptions = cluster.rest(f"/jobs/{job['jid']}/exceptions", quiet=True) or {}
+    for job in (cluster.api.rest("/jobs/overview", quiet=True) or {}).get("jobs", [])[-5:]:
+        exceptions = cluster.api.rest(f"/jobs/{job['jid']}/exceptions", quiet=True) or {}
         entries = exceptions.get("exceptionHistory", {}).get("entries", [])
         print(f"job {job['jid']} {job['name']}: {job['state']}, {len(entries)} exceptions")
         for entry in entries[-2:]:

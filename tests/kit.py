@@ -1,4 +1,5 @@
-"""What the rules' tests share: a dict-backed transaction state and a strict JSON reader."""
+"""What the tests share: a dict-backed transaction state, a strict JSON reader, and the
+runbook's `python -m stack` command pointed at the test session's services."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def strict_json(text: str) -> object:
     value = json.loads(text, parse_constant=reject)
     json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
     return value
+
+
+def stack_command(flink, kafka, postgres, *args: str, job: list[str] = ()) -> list[str]:
+    """`python -m stack ...` as the runbook gives it, pointed at the test session's services;
+    `job` are the correlator's options (after `--`)."""
+    from stack.paths import PYTHON
+
+    return [
+        str(PYTHON), "-m", "stack", *args,
+        "--kafka-port", str(kafka.port), "--postgres-port", str(postgres.port),
+        "--rest-port", str(flink.rest_port), "--rpc-port", str(flink.rpc_port),
+        "--taskmanagers", str(flink.taskmanagers),
+        *(["--", *job] if job else []),
+    ]  # fmt: skip

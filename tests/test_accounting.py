@@ -18,6 +18,7 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, record_value
 from generator.verify import account, verify
+from stack.submit import submit
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -38,9 +39,9 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
     config = topics.live(closed_retention_s=60, max_record_bytes=2000)
     rng = random.Random(99)
     plans = load_plans(2100, config.types, 0.2, 0.5, rng)
-    job_id = flink.submit(config.to_args())
+    job_id = submit(flink, config.to_args())
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         malformed = retries = 0
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             for index, tx in enumerate(plans):
@@ -101,7 +102,7 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
 
         # Bounded state: after the retention every closed marker is forgotten.
         wait_s = stopped + config.closed_retention_s + 60 - time.monotonic()
-        metrics = flink.operator_metrics(
+        metrics = flink.api.operator_metrics(
             job_id,
             "correlate",
             "correlate_transactions.",
@@ -119,9 +120,9 @@ def test_mixed_stream_is_accounted_for_to_the_record(flink, topics):
         assert metrics["duplicates"] + metrics["late"] == retries + late
         records_in = sum(v for k, v in metrics.items() if k.endswith(".records_in"))
         assert records_in == valid + retries + late
-        parsed = flink.operator_metrics(
+        parsed = flink.api.operator_metrics(
             job_id, "Source", "parse_records.", until=lambda m: m.get("dead_letters") == malformed
         )
         assert parsed["dead_letters"] == malformed
     finally:
-        flink.cancel(job_id)
+        flink.api.cancel(job_id)

@@ -18,6 +18,7 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.reference import publish
 from generator.transactions import record_value
+from stack.submit import submit_correlator
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -51,9 +52,9 @@ def test_enrichment_live(flink, topics):
         {t: {"service": f"{t.lower()}-v1", **slow} for t in config.types},
         config.reference_topic,
     )
-    job_id = flink.submit_correlator(config)
+    job_id = submit_correlator(flink, config)
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         now = int(time.time() * 1000)
         types = list(config.types)
         shuffled = random.Random(1).sample(types, len(types))
@@ -107,13 +108,13 @@ def test_enrichment_live(flink, topics):
         assert record["reference"]["TypeB"]["service"] == "typeb-v1"
         assert (record["slo_ms"], record["slo_breached"]) == (1, True)
 
-        metrics = flink.operator_metrics(
+        metrics = flink.api.operator_metrics(
             job_id,
             "correlate",
             "correlate_transactions.",
             until=lambda m: m.get("enrich_errors") == 1,
         )
         assert metrics["enrich_errors"] == 1
-        assert flink.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
+        assert flink.api.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
-        flink.cancel(job_id)
+        flink.api.cancel(job_id)

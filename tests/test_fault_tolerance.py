@@ -26,23 +26,15 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from generator.verify import verify
-from stack.paths import PYTHON, ROOT
+from stack.paths import ROOT
+from stack.submit import submit_correlator
+from tests.kit import stack_command
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.fault]
 
 TRANSACTIONS = 2000
 RATE = 100  # transactions per second: a 20 s stream, the fault comes after a checkpoint
 RECOVERY_BOUND_S = 60  # first checkpoint completed after the fault, at most this much later
-
-
-def stack_command(flink, kafka, postgres, *args: str) -> list[str]:
-    """`python -m stack ...` as the runbook gives it, pointed at the test session's services."""
-    return [
-        str(PYTHON), "-m", "stack", *args,
-        "--kafka-port", str(kafka.port), "--postgres-port", str(postgres.port),
-        "--rest-port", str(flink.rest_port), "--rpc-port", str(flink.rpc_port),
-        "--taskmanagers", str(flink.taskmanagers),
-    ]  # fmt: skip
 
 
 class Load:
@@ -88,10 +80,10 @@ def _config(topics, parallelism: int = 1):
 def _wait_running(flink, job_id: str, since: float) -> float:
     """Seconds from `since` (time.time()) until the job runs and completed a checkpoint
     triggered after it: proof that every task is back, not just scheduled."""
-    flink.wait_until_running(job_id, timeout=240)
+    flink.api.wait_until_running(job_id, timeout=240)
     deadline = time.monotonic() + 240
     while True:
-        latest = flink.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
         if latest and latest["trigger_timestamp"] > since * 1000:
             return latest["latest_ack_timestamp"] / 1000 - since
         assert time.monotonic() < deadline, "no checkpoint completed after the fault"
@@ -102,7 +94,7 @@ def _wait_checkpoint_after(flink, job_id: str, since: float) -> None:
     """Until a checkpoint triggered after `since` (time.time()) completed."""
     deadline = time.monotonic() + 120
     while True:
-        latest = flink.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
         if latest and latest["trigger_timestamp"] > since * 1000:
             return
         assert time.monotonic() < deadline, f"no checkpoint of {job_id} completed in 120 s"
@@ -116,7 +108,7 @@ def _check(name: str, flink, job_id: str, config, plans, recovered_s: float) -> 
     )
     assert len(first) >= len(plans), (
         f"{len(first)} of {len(plans)} transactions out after 180 s; job "
-        f"{flink.rest(f'/jobs/{job_id}', quiet=True)}"
+        f"{flink.api.rest(f'/jobs/{job_id}', quiet=True)}"
     )
     # A duplicate committed late would be visible once one more checkpoint has completed.
     _wait_checkpoint_after(flink, job_id, time.time())
@@ -152,9 +144,9 @@ def _scenario(
     afterwards and the seconds to recover), then checks the output."""
     config = _config(topics, p)
     plans = load_plans(TRANSACTIONS, config.types, 0.1, 0.5, random.Random(name))
-    job_id = flink.submit_correlator(config)
+    job_id = submit_correlator(flink, config)
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         with Load(config, plans) as load:
             # Mid-stream, once some of the load is in a completed checkpoint.
             _wait_checkpoint_after(flink, job_id, time.time() + 2)
@@ -163,9 +155,9 @@ def _scenario(
         return _check(name, flink, job_id, config, plans, recovered_s)
     finally:
         if job_id:
-            state = flink.rest(f"/jobs/{job_id}", quiet=True)
+            state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
             if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
-                flink.cancel(job_id)
+                flink.api.cancel(job_id)
 
 
 def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres):
@@ -244,8 +236,8 @@ def test_kafka_broker_restart(flink, topics, kafka):
 
 def _broker_signs(flink, job_id: str) -> tuple[int, float]:
     """The job's restarts, and the connections its Kafka source consumer saw closed."""
-    restarts = flink.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
-    closed = flink.operator_metrics(
+    restarts = flink.api.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+    closed = flink.api.operator_metrics(
         job_id, "Source: input_records", "Source__input_records",
         suffix="KafkaConsumer.connection-close-total",
     )  # fmt: skip
@@ -297,10 +289,10 @@ def test_savepoint_resume_with_rescaling_and_new_code(flink, topics):
 
     def upgrade(job_id: str) -> tuple[str, float]:
         started = time.time()
-        savepoint = flink.stop_with_savepoint(job_id)
+        savepoint = flink.api.stop_with_savepoint(job_id, flink.savepoints)
         versions.enter_context(new_job_version())
         upgraded_at.append(time.time() * 1000)
-        new_id = flink.submit_correlator(_config(topics, 2), restore_from=savepoint)
+        new_id = submit_correlator(flink, _config(topics, 2), restore_from=savepoint)
         return new_id, _wait_running(flink, new_id, started)
 
     with contextlib.ExitStack() as versions:
@@ -315,11 +307,11 @@ def test_savepoint_resume_with_rescaling_and_new_code(flink, topics):
 def test_savepoint_resume_with_rescaling_and_new_option(flink, topics):
     def upgrade(job_id: str) -> tuple[str, float]:
         started = time.time()
-        savepoint = flink.stop_with_savepoint(job_id)
+        savepoint = flink.api.stop_with_savepoint(job_id, flink.savepoints)
         # The new version adds an output field (`extra`, from an enrichment hook) and runs
         # at another parallelism; state maps back through the operators' uids.
         new = replace(_config(topics, 1), enrich_hook="generator.hooks:speed_class")
-        new_id = flink.submit_correlator(new, restore_from=savepoint)
+        new_id = submit_correlator(flink, new, restore_from=savepoint)
         return new_id, _wait_running(flink, new_id, started)
 
     outputs = _scenario(flink, topics, "savepoint, new option, parallelism 2->1", upgrade, 2)
@@ -333,7 +325,7 @@ def test_whole_cluster_down_and_back(flink, topics):
         flink.stop()  # the JobManager goes too: only the retained checkpoints survive
         checkpoint = flink.latest_checkpoint(job_id)
         flink.start()
-        new_id = flink.submit_correlator(_config(topics), restore_from=checkpoint)
+        new_id = submit_correlator(flink, _config(topics), restore_from=checkpoint)
         return new_id, _wait_running(flink, new_id, started)
 
     _scenario(flink, topics, "whole cluster down", outage)

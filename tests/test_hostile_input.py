@@ -19,6 +19,7 @@ from generator.outputs import OutputRecord, read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from generator.verify import account, verify
+from stack.submit import submit_correlator
 from tests.kit import strict_json
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -86,9 +87,9 @@ def test_no_record_restarts_the_job(flink, topics):
     rng = random.Random(13)
     plans = load_plans(300, config.types, 0.1, 0.5, rng)
     hostile = hostile_values(rng)
-    job_id = flink.submit_correlator(config)
+    job_id = submit_correlator(flink, config)
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             for key, value in reference_hostile():
                 producer.producer.send(config.reference_topic, key=key, value=value)
@@ -111,9 +112,9 @@ def test_no_record_restarts_the_job(flink, topics):
         )
         outputs = _strict_outputs(raw_outputs)
         seen = account(outputs, config)
-        job = flink.rest(f"/jobs/{job_id}")
-        exceptions = flink.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
-        restarts = flink.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
+        job = flink.api.rest(f"/jobs/{job_id}")
+        exceptions = flink.api.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+        restarts = flink.api.rest(f"/jobs/{job_id}/metrics?get=numRestarts")
         print(
             f"\n{len(sent)} input records ({len(hostile)} hostile), outputs "
             f"{dict(Counter(r.topic for r in outputs))}, dead-letter reasons "
@@ -137,7 +138,7 @@ def test_no_record_restarts_the_job(flink, topics):
             config.expired_topic,
         )
         assert report.ok, report.summary()
-        reference = flink.operator_metrics(
+        reference = flink.api.operator_metrics(
             job_id,
             "correlate",
             "correlate_transactions.",
@@ -145,4 +146,4 @@ def test_no_record_restarts_the_job(flink, topics):
         )
         assert reference["reference_errors"] == len(reference_hostile())
     finally:
-        flink.cancel(job_id)
+        flink.api.cancel(job_id)

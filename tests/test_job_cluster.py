@@ -16,6 +16,7 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, record_value
 from generator.verify import verify
+from stack.submit import submit
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -24,9 +25,9 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
     config = topics.live()
     rng = random.Random(2024)
     plans = load_plans(1000, config.types, 0.1, 0.5, rng)
-    job_id = flink.submit(config.to_args())
+    job_id = submit(flink, config.to_args())
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         started = time.monotonic()
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(plans, rate=500)
@@ -62,6 +63,6 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
         assert [(r.value["transaction"], r.value["final_status"]) for r in late] == [
             (complete.id, "complete")
         ]
-        assert flink.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
+        assert flink.api.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
-        flink.cancel(job_id)
+        flink.api.cancel(job_id)

@@ -15,6 +15,7 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import Transaction, plan, record_value
 from stack import status
+from stack.submit import submit_correlator
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -53,9 +54,9 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
         Transaction(f"{config.group_id}-partial-{i}", ("TypeA", "TypeB"), tuple(types[2:]))
         for i in range(3)
     ]
-    job_id = flink.submit_correlator(config)
+    job_id = submit_correlator(flink, config)
     try:
-        flink.wait_until_running(job_id)
+        flink.api.wait_until_running(job_id)
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(complete + partial)
             producer.send_record("TypeA", record_value(partial[0].id, "TypeA"))  # a retry
@@ -110,4 +111,4 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
         )
         assert dead == 2
     finally:
-        flink.cancel(job_id)
+        flink.api.cancel(job_id)

@@ -17,6 +17,7 @@ import pytest
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, record_value
 from job.config import WriterConfig
+from stack.submit import submit_correlator, submit_writer
 from store import __main__ as store_cli
 from store import db
 
@@ -53,11 +54,13 @@ def _wait_until_read(flink, job_id: str, records: int, timeout: float = 120) -> 
         time.sleep(1)
         with contextlib.suppress(urllib.error.HTTPError):  # metrics appear after start-up
             # Calc: the SQL projection right before the sink, one record per row.
-            written = flink.operator_metrics(job_id, "Source", "Calc[2].").get("numRecordsOut", 0)
+            written = flink.api.operator_metrics(job_id, "Source", "Calc[2].").get(
+                "numRecordsOut", 0
+            )
     passed_on_s = time.monotonic() - started
     read_at_ms = time.time() * 1000
     while True:
-        latest = flink.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
         if latest and latest["latest_ack_timestamp"] > read_at_ms:
             return passed_on_s
         assert time.monotonic() < deadline, "no checkpoint completed after the replay"
@@ -91,11 +94,11 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
     )
     rng = random.Random(4)
     plans = load_plans(1000, config.types, 0.1, 0.5, rng, prefix=config.group_id)
-    correlator_id = flink.submit_correlator(config)
-    writer_id = flink.submit_writer(writer)
+    correlator_id = submit_correlator(flink, config)
+    writer_id = submit_writer(flink, writer)
     try:
-        flink.wait_until_running(correlator_id)
-        flink.wait_until_running(writer_id)
+        flink.api.wait_until_running(correlator_id)
+        flink.api.wait_until_running(writer_id)
         started = time.monotonic()
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(plans, rate=500)
@@ -118,11 +121,11 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
 
         # Replay: a new writer reads both topics from the beginning. Before it, some rows
         # are damaged and some deleted: the replay must bring every one of them back.
-        flink.cancel(writer_id)
+        flink.api.cancel(writer_id)
         damaged, deleted = _damage(postgres.url, [r["transaction"] for r in rows], rng)
         assert _rows(postgres.url, prefix) != rows
-        writer_id = flink.submit_writer(replace(writer, from_beginning=True))
-        flink.wait_until_running(writer_id)
+        writer_id = submit_writer(flink, replace(writer, from_beginning=True))
+        flink.api.wait_until_running(writer_id)
         replay_s = _wait_until_read(flink, writer_id, len(plans))
         assert _rows(postgres.url, prefix) == rows, f"damaged {damaged}, deleted {deleted}"
         print(
@@ -133,7 +136,7 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
         )
     finally:
         for job_id in (correlator_id, writer_id):
-            flink.cancel(job_id)
+            flink.api.cancel(job_id)
 
 
 def test_query_command(postgres, capsys):

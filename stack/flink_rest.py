@@ -1,0 +1,119 @@
+"""A client of Flink's REST API: jobs, their state, checkpoints, savepoints and metrics.
+
+Knows nothing of processes: `stack.flink.FlinkCluster` starts and stops those.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+
+@dataclass(frozen=True)
+class FlinkRest:
+    url: str  # e.g. http://127.0.0.1:8081
+
+    def rest(self, path: str, method: str = "GET", body: dict | None = None, quiet: bool = False):
+        """Calls the REST API; with quiet=True a cluster that is not up answers None."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if quiet:
+                return None
+            raise
+
+    def jobs(self) -> list[dict]:
+        return self.rest("/jobs/overview")["jobs"]
+
+    def wait_for_state(self, job_id: str, states: set[str], timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.rest(f"/jobs/{job_id}")["state"]
+            if state in states:
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is {state}, not one of {states}")
+            time.sleep(1)
+
+    def wait_until_running(self, job_id: str, timeout: float = 120) -> None:
+        """RUNNING with every task running, not just scheduled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.rest(f"/jobs/{job_id}")
+            if job["state"] in {"FAILED", "CANCELED", "FINISHED"}:
+                raise RuntimeError(f"job {job_id} ended as {job['state']}")
+            counts = job.get("status-counts", {})
+            if job["state"] == "RUNNING" and counts.get("RUNNING", 0) == sum(counts.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} not running: {job['state']} {counts}")
+            time.sleep(1)
+
+    def operator_metrics(
+        self,
+        job_id: str,
+        vertex_prefix: str,
+        prefix: str,
+        until=None,
+        timeout: float = 30,
+        suffix: str = "",
+    ) -> dict[str, float]:
+        """Metrics of one job vertex whose ids start with `prefix` and end with `suffix`
+        (summed over subtasks).
+
+        The REST API refreshes metrics every 10 s by default, so with `until` (a predicate
+        on the metrics) this polls up to `timeout` seconds for it to hold.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            vertex = next(
+                v
+                for v in self.rest(f"/jobs/{job_id}")["vertices"]
+                if v["name"].startswith(vertex_prefix)
+            )
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            names = [
+                m["id"]
+                for m in self.rest(base)
+                if m["id"].startswith(prefix) and m["id"].endswith(suffix)
+            ]
+            metrics = {}
+            if names:
+                values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
+                metrics = {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
+            if until is None or until(metrics) or time.monotonic() > deadline:
+                return metrics
+            time.sleep(2)
+
+    def cancel(self, job_id: str) -> None:
+        self.rest(f"/jobs/{job_id}", method="PATCH")
+        self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
+
+    def stop_with_savepoint(self, job_id: str, directory: Path, timeout: float = 120) -> str:
+        """Stops the job after a savepoint (`flink stop`) and returns the savepoint's path."""
+        trigger = self.rest(
+            f"/jobs/{job_id}/stop",
+            method="POST",
+            body={"drain": False, "targetDirectory": directory.as_uri()},
+        )["request-id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
+            if result["status"]["id"] == "COMPLETED":
+                operation = result["operation"]
+                if "failure-cause" in operation:
+                    raise RuntimeError(f"savepoint failed: {operation['failure-cause']}")
+                self.wait_for_state(job_id, {"FINISHED", "CANCELED", "FAILED"})
+                return operation["location"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"savepoint of {job_id} did not complete")
+            time.sleep(1)

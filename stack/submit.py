@@ -1,0 +1,85 @@
+"""Submits the jobs to a cluster with `flink run -py`, as a user would.
+
+In thread mode each TaskManager keeps one embedded Python interpreter for its whole life, so
+before a job whose operators run Python is submitted, TaskManagers that imported an older
+version of the job's code are restarted (`ensure_fresh_code`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from job.config import JobConfig, WriterConfig
+from stack.flink import FlinkCluster, code_fingerprint
+from stack.paths import FLINK_HOME, PYTHON, ROOT
+
+ENDED = {"FINISHED", "CANCELED", "FAILED"}
+
+
+def ensure_fresh_code(cluster: FlinkCluster) -> None:
+    """Restarts idle TaskManagers that imported an older version of the job's code.
+
+    Modules imported by an earlier job stay in the embedded interpreter's `sys.modules`: a
+    new job version submitted to the same TaskManager would silently run the old code.
+    """
+    current = code_fingerprint()
+    # "" means fresh TaskManagers that imported nothing yet; no file means unknown.
+    known = cluster.fingerprint_file.read_text() if cluster.fingerprint_file.exists() else None
+    if known not in ("", current):
+        if any(j["state"] not in ENDED for j in cluster.api.jobs()):
+            raise RuntimeError(
+                "the job's code changed but a job is still running on these TaskManagers; "
+                "stop it with a savepoint first, then submit again"
+            )
+        cluster.restart_taskmanagers()
+    cluster.fingerprint_file.write_text(current)
+
+
+def submit(
+    cluster: FlinkCluster,
+    job_args: list[str],
+    detached: bool = True,
+    script: str = "job/main.py",
+    python_per_record: bool = True,
+    restore_from: str | None = None,
+    options: dict[str, str] | None = None,
+) -> str:
+    """Submits a Python script (relative to the repository) with `flink run -py` and
+    returns its job id.
+
+    A job whose operators run Python (the correlator) needs TaskManagers that have not
+    imported an older version of its code; a pure SQL job (the writer) does not. `options`
+    are Flink settings for this job only (`-D`), e.g. the execution mode.
+    """
+    if python_per_record:
+        ensure_fresh_code(cluster)
+    command = [
+        "bash", str(FLINK_HOME / "bin" / "flink"), "run",
+        *(["-d"] if detached else []),
+        "-D", f"rest.port={cluster.rest_port}", "-D", "rest.address=127.0.0.1",
+        *(arg for k, v in (options or {}).items() for arg in ("-D", f"{k}={v}")),
+        *(["-s", restore_from] if restore_from else []),
+        "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
+        "-py", str(ROOT / script),
+        *job_args,
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env=cluster.env(), cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    for line in result.stdout.splitlines():
+        if "JobID" in line:
+            return line.split()[-1]
+    raise RuntimeError(f"flink run failed:\n{result.stdout}\n{result.stderr}")
+
+
+def submit_correlator(
+    cluster: FlinkCluster,
+    config: JobConfig,
+    restore_from: str | None = None,
+    options: dict[str, str] | None = None,
+) -> str:
+    return submit(cluster, config.to_args(), restore_from=restore_from, options=options)
+
+
+def submit_writer(cluster: FlinkCluster, config: WriterConfig) -> str:
+    return submit(cluster, config.to_args(), script="job/writer.py", python_per_record=False)
