@@ -154,23 +154,13 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
 def fresh_config(broker: KafkaBroker, settings: Settings, **overrides) -> JobConfig:
     """A configuration on topics of their own, so no run sees another's records."""
     tag = "b" + uuid.uuid4().hex[:8]
-    settings_first = dict(
-        timeout_s=settings.timeout_s, checkpoint_interval_s=settings.checkpoint_interval_s
-    )
-    config = replace(
-        JobConfig(),
-        bootstrap_servers=broker.bootstrap,
-        topic_prefix=f"{tag}-Events-",
-        aggregated_topic=f"{tag}-Events_Aggregated",
-        expired_topic=f"{tag}-Events_Expired",
-        dead_letter_topic=f"{tag}-Events_DeadLetter",
-        late_topic=f"{tag}-Events_Late",
-        reference_topic=f"{tag}-Reference-Services",
-        group_id=tag,
-        transactional_id_prefix=tag,
+    config = JobConfig(bootstrap_servers=broker.bootstrap).tagged(
+        tag,
         job_name=f"bench-{tag}",
-        **{**settings_first, **overrides},
+        timeout_s=settings.timeout_s,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
     )
+    config = replace(config, **overrides)
     # Latency counts from when the broker appended the last part, not from when the client
     # queued it: a busy producer must not add its own queueing to the system's latency.
     broker.create_topics(config.input_topics, configs={"message.timestamp.type": "LogAppendTime"})

@@ -5,7 +5,7 @@ exist in one place and be missing from the other.
 """
 
 import argparse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -144,6 +144,22 @@ class JobConfig:
             *(TopicSpec(t, partitions) for t in [*self.input_topics, *self.output_topics]),
             TopicSpec(self.reference_topic, 1, (("cleanup.policy", "compact"),)),
         ]
+
+    def tagged(self, tag: str, **overrides) -> "JobConfig":
+        """The same job on topics, a consumer group and transactional ids of its own, all
+        named after `tag`: tests and benchmark runs never see each other's records."""
+        return replace(
+            self,
+            topic_prefix=f"{tag}-{self.topic_prefix}",
+            aggregated_topic=f"{tag}-{self.aggregated_topic}",
+            expired_topic=f"{tag}-{self.expired_topic}",
+            dead_letter_topic=f"{tag}-{self.dead_letter_topic}",
+            late_topic=f"{tag}-{self.late_topic}",
+            reference_topic=f"{tag}-{self.reference_topic}",
+            group_id=tag,
+            transactional_id_prefix=tag,
+            **overrides,
+        )
 
     def type_of(self, topic: str) -> str | None:
         """The record type a topic carries, or None for a topic that is no configured type."""

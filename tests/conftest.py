@@ -77,19 +77,7 @@ class Topics:
 
 @pytest.fixture
 def topics(kafka) -> Topics:
-    tag = uuid.uuid4().hex[:8]
-    config = replace(
-        JobConfig(),
-        bootstrap_servers=kafka.bootstrap,
-        topic_prefix=f"t{tag}-Events-",
-        aggregated_topic=f"t{tag}-Events_Aggregated",
-        expired_topic=f"t{tag}-Events_Expired",
-        dead_letter_topic=f"t{tag}-Events_DeadLetter",
-        late_topic=f"t{tag}-Events_Late",
-        reference_topic=f"t{tag}-Reference-Services",
-        group_id=f"t{tag}",
-        transactional_id_prefix=f"t{tag}",
-    )
+    config = JobConfig(bootstrap_servers=kafka.bootstrap).tagged("t" + uuid.uuid4().hex[:8])
     return Topics(config, kafka).create()
 
 
