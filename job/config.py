@@ -184,6 +184,13 @@ class JobConfig:
         return read_properties(Path(self.kafka_properties))
 
 
+def _as_in_job(name: str):
+    """A writer option that is the correlator's option of the same name: one default and
+    one help text for both jobs."""
+    option = JobConfig.__dataclass_fields__[name]
+    return field(default=option.default, metadata=dict(option.metadata))
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     """The writer job: committed output topics -> PostgreSQL (upsert by transaction)."""
@@ -191,15 +198,9 @@ class WriterConfig:
     PROG: ClassVar[str] = "writer"
     DESCRIPTION: ClassVar[str] = "Stores every emitted transaction in PostgreSQL, one row each."
 
-    bootstrap_servers: str = field(
-        default="127.0.0.1:9092", metadata={"help": "Kafka bootstrap servers"}
-    )
-    aggregated_topic: str = field(
-        default="Events_Aggregated", metadata={"help": "topic of complete transactions"}
-    )
-    expired_topic: str = field(
-        default="Events_Expired", metadata={"help": "topic of expired transactions"}
-    )
+    bootstrap_servers: str = _as_in_job("bootstrap_servers")
+    aggregated_topic: str = _as_in_job("aggregated_topic")
+    expired_topic: str = _as_in_job("expired_topic")
     database_url: str = field(
         default="jdbc:postgresql://127.0.0.1:5432/txn_correlator",
         metadata={"help": "JDBC URL of the PostgreSQL database"},
@@ -216,17 +217,12 @@ class WriterConfig:
         default=False,
         metadata={"help": "replay the output topics from the start instead of committed offsets"},
     )
-    kafka_properties: str = field(
-        default="", metadata={"help": "properties file passed to the Kafka source"}
-    )
-    parallelism: int = field(default=0, metadata={"help": "job parallelism (0: cluster default)"})
+    kafka_properties: str = _as_in_job("kafka_properties")
+    parallelism: int = _as_in_job("parallelism")
     job_name: str = field(default="txn-correlator-writer", metadata={"help": "Flink job name"})
-    jars: tuple[str, ...] = field(
-        default=(), metadata={"help": "connector jars for the pipeline, comma-separated"}
-    )
+    jars: tuple[str, ...] = _as_in_job("jars")
 
-    def kafka_client_properties(self) -> dict[str, str]:
-        return read_properties(Path(self.kafka_properties)) if self.kafka_properties else {}
+    kafka_client_properties = JobConfig.kafka_client_properties
 
     def to_args(self) -> list[str]:
         return to_args(self)
