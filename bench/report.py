@@ -46,8 +46,13 @@ def markdown(results: dict) -> str:
     lines = [
         f"Benchmark of {results['date']} on {results['machine']}: {results['transactions']:,} "
         f"transactions ({results['transactions'] * len(results['types']):,} records) "
-        f"pre-loaded per system; latency with records sent at "
-        f"{' and '.join(f'{x}%' for x in loads)} of each system's own maximum rate.",
+        f"pre-loaded per system; "
+        + (
+            f"latency with records sent at {' and '.join(f'{x}%' for x in loads)} of each "
+            "system's own maximum rate."
+            if loads
+            else "no latency runs."
+        ),
         "",
         "| system | records/s steady | records/s whole run | CPU s per 1k records | "
         + " | ".join(f"latency p50 / p95 / p99 ms at {x}%" for x in loads)
@@ -115,6 +120,8 @@ def _plots(results: dict, out: Path) -> list[Path]:
     plt.close(fig)
 
     loads = [str(x) for x in results.get("loads", [50, 90])]
+    if not loads:  # `--loads ''`: throughput only
+        return [out / "throughput.png"]
     fig, axes = plt.subplots(1, len(loads), figsize=(5 * len(loads), 4.5), squeeze=False)
     names = [s["name"] for s in results["systems"]]
     for ax, load in zip(axes[0], loads, strict=True):

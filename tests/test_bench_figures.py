@@ -85,3 +85,27 @@ def test_docs_list_every_benchmark_option():
     for option in options:
         if option != "--help":
             assert f"`{option}`" in docs, option
+
+
+def test_report_without_latency_runs(tmp_path):
+    """`bin/bench --loads ''` writes the table and the throughput plot, and no latency."""
+    from bench import report
+
+    system = {
+        "name": "Flink job, parallelism 1",
+        "throughput": {
+            "records_per_s": 10.0,
+            "whole_run_records_per_s": 8.0,
+            "whole_run_cpu_s_per_1k": 1.0,
+        },  # fmt: skip
+        "latency": {},
+        "timeline": [[0, 0], [1, 10]],
+    }
+    results = {
+        "date": "2026-12-02", "machine": "2 cores", "transactions": 10, "types": ["TypeA"],
+        "loads": [], "systems": [system], "in_flight": [],
+    }  # fmt: skip
+    written = report.write(results, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert "no latency runs" in text and "sent at  of" not in text
+    assert tmp_path / "latency.png" not in written
