@@ -4,6 +4,7 @@ runbook's `python -m stack` command pointed at the test session's services."""
 from __future__ import annotations
 
 import json
+import time
 
 from job.aggregate import Part
 
@@ -58,3 +59,14 @@ def stack_command(flink, kafka, postgres, *args: str, job: list[str] = ()) -> li
         "--taskmanagers", str(flink.taskmanagers),
         *(["--", *job] if job else []),
     ]  # fmt: skip
+
+
+def wait_for_checkpoint_after(flink, job_id: str, since: float) -> None:
+    """Until a checkpoint triggered after `since` (time.time()) completed."""
+    deadline = time.monotonic() + 120
+    while True:
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        if latest and latest["trigger_timestamp"] > since * 1000:
+            return
+        assert time.monotonic() < deadline, f"no checkpoint of {job_id} completed in 120 s"
+        time.sleep(0.5)

@@ -44,6 +44,14 @@ def _closed(config, ids: set[str]) -> dict[str, dict]:
     return {r.value["transaction"]: r.value for r in records if r.value["transaction"] in ids}
 
 
+def _reference_records_read(flink, job_id: str, above: float = -1) -> float:
+    metrics = flink.api.operator_metrics(
+        job_id, "Source: reference_services", "Source__reference_services",
+        suffix=".numRecordsOut", until=lambda m: sum(m.values()) > above, timeout=60,
+    )  # fmt: skip
+    return sum(metrics.values())
+
+
 def test_enrichment_live(flink, topics):
     config = topics.live(enrich_hook="generator.hooks:faulty")
     slow = {"duration_slo_ms": 60_000}
@@ -90,12 +98,15 @@ def test_enrichment_live(flink, topics):
         assert first[ids["boom-hook"]]["enrichment_error"] == "RuntimeError: boom"
 
         # A reference update while the job runs: a new service name and a 1 ms SLO for TypeA.
+        read_before = _reference_records_read(flink, job_id)
         publish(
             config.bootstrap_servers,
             {"TypeA": {"service": "typea-v2", "duration_slo_ms": 1}},
             config.reference_topic,
         )
-        time.sleep(3)
+        # Until the job's reference source has read the update (the REST metrics lag a bit).
+        read = _reference_records_read(flink, job_id, above=read_before)
+        assert read > read_before, "the job did not read the reference update"
         later = f"{config.group_id}-after-update"
         start = int(time.time() * 1000)
         with TransactionProducer(

@@ -28,7 +28,7 @@ from generator.transactions import load_plans
 from generator.verify import verify
 from stack.paths import ROOT
 from stack.submit import submit_correlator
-from tests.kit import stack_command
+from tests.kit import stack_command, wait_for_checkpoint_after
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.fault]
 
@@ -90,17 +90,6 @@ def _wait_running(flink, job_id: str, since: float) -> float:
         time.sleep(0.5)
 
 
-def _wait_checkpoint_after(flink, job_id: str, since: float) -> None:
-    """Until a checkpoint triggered after `since` (time.time()) completed."""
-    deadline = time.monotonic() + 120
-    while True:
-        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
-        if latest and latest["trigger_timestamp"] > since * 1000:
-            return
-        assert time.monotonic() < deadline, f"no checkpoint of {job_id} completed in 120 s"
-        time.sleep(0.5)
-
-
 def _check(name: str, flink, job_id: str, config, plans, recovered_s: float) -> list:
     results = [config.aggregated_topic, config.expired_topic]
     first = read_topics(
@@ -111,7 +100,7 @@ def _check(name: str, flink, job_id: str, config, plans, recovered_s: float) -> 
         f"{flink.api.rest(f'/jobs/{job_id}', quiet=True)}"
     )
     # A duplicate committed late would be visible once one more checkpoint has completed.
-    _wait_checkpoint_after(flink, job_id, time.time())
+    wait_for_checkpoint_after(flink, job_id, time.time())
     outputs = read_topics(config.bootstrap_servers, results, timeout_s=60)
     report = verify(plans, outputs, *results)
     wrong = set(report.wrong_topic + report.wrong_parts)
@@ -149,7 +138,7 @@ def _scenario(
         flink.api.wait_until_running(job_id)
         with Load(config, plans) as load:
             # Mid-stream, once some of the load is in a completed checkpoint.
-            _wait_checkpoint_after(flink, job_id, time.time() + 2)
+            wait_for_checkpoint_after(flink, job_id, time.time() + 2)
             job_id, recovered_s = fault(job_id)
             load.join()
         return _check(name, flink, job_id, config, plans, recovered_s)

@@ -11,6 +11,7 @@ output record is strict JSON (RFC 8259, ASCII), and the valid transactions came 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -90,9 +91,15 @@ def test_no_record_restarts_the_job(flink, topics):
     job_id = submit_correlator(flink, config)
     try:
         flink.api.wait_until_running(job_id)
+        known = f"ts-known-{config.group_id}"  # event time from the value's `ts` field
+        base_ms = int(time.time() * 1000) - 1_000
+        sent_at = time.time()
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             for key, value in reference_hostile():
                 producer.producer.send(config.reference_topic, key=key, value=value)
+            for i, record_type in enumerate(config.types):
+                value = {"transaction": known, "log": "x", "ts": base_ms + 100 * i}
+                producer.send_record(record_type, value)
             for index, tx in enumerate(plans):
                 producer.send_all([tx], rate=1e9)
                 topic = config.topic_prefix + rng.choice(config.types)
@@ -102,7 +109,7 @@ def test_no_record_restarts_the_job(flink, topics):
             config.bootstrap_servers, config.input_topics, timeout_s=60, decode=False
         )
         sent = Counter((r.topic, r.partition, r.offset) for r in inputs)
-        assert len(sent) == sum(len(p.sent_types) for p in plans) + len(hostile)
+        assert len(sent) == sum(len(p.sent_types) for p in plans) + len(hostile) + 5
         raw_outputs = read_topics(
             config.bootstrap_servers,
             config.output_topics,
@@ -130,6 +137,12 @@ def test_no_record_restarts_the_job(flink, topics):
             "extra": sorted(seen - sent)[:5],
             "doubled": sum(1 for c in seen.values() if c > 1),
         }
+        by_id = {r.value.get("transaction"): r.value for r in outputs}
+        assert by_id[known]["status"] == "complete"
+        assert (by_id[known]["first_event_time"], by_id[known]["duration_ms"]) == (base_ms, 400)
+        # A non-numeric or out-of-range `ts` falls back to the Kafka timestamp.
+        for fallback in ("ts-text", "ts-huge", "ts-neg", "ts-float"):
+            assert abs(by_id[fallback]["first_event_time"] / 1000 - sent_at) < 120, fallback
         planned = {p.id for p in plans}
         report = verify(
             plans,

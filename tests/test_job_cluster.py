@@ -14,9 +14,10 @@ import pytest
 
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
-from generator.transactions import load_plans, record_value
+from generator.transactions import load_plans, plan, record_value
 from generator.verify import verify
 from stack.submit import submit
+from tests.kit import wait_for_checkpoint_after
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -41,8 +42,8 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
             timeout_s=120,
         )
         drained_s = time.monotonic() - started
-        # Read once more after a pause so any duplicate committed late would be seen too.
-        time.sleep(3)
+        # Read once more after one more checkpoint, so a duplicate committed late shows.
+        wait_for_checkpoint_after(flink, job_id, time.time())
         outputs = read_topics(config.bootstrap_servers, list(results), timeout_s=30)
         report = verify(plans, outputs, *results)
         incomplete = sum(not p.complete for p in plans)
@@ -63,6 +64,23 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
         assert [(r.value["transaction"], r.value["final_status"]) for r in late] == [
             (complete.id, "complete")
         ]
+        # Which timer closed each partial: with the producer stopped, event time stood still
+        # and the wall-clock fallback expired them all.
+        expired = [r.value for r in outputs if r.topic == config.expired_topic]
+        assert {v["expired_by"] for v in expired} == {"wall_clock"}
+        # Under live input the watermark passes a partial's deadline first: event time.
+        partial = plan(config.types, rng, omit=4, prefix="tx-live")
+        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+            producer.send_all([partial])
+            seconds = config.timeout_s + config.out_of_orderness_s + 3
+            producer.send_all(load_plans(int(seconds * 50), config.types, 0, 0, rng), rate=50)
+        found = read_topics(
+            config.bootstrap_servers, [config.expired_topic],
+            until=lambda rs: any(r.value["transaction"] == partial.id for r in rs),
+            timeout_s=60,
+        )  # fmt: skip
+        closed = next(r for r in found if r.value["transaction"] == partial.id)
+        assert closed.value["expired_by"] == "event_time"
         assert flink.api.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink.api.cancel(job_id)
