@@ -17,7 +17,7 @@ import time
 
 from generator.producer import TransactionProducer
 from generator.transactions import Transaction, load_plans, plan
-from job.config import DEFAULT_TYPES
+from job.config import JobConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,9 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scenario", choices=["in-order", "shuffled", "omitted", "load", "demo"])
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
-    parser.add_argument("--types", default=",".join(DEFAULT_TYPES))
-    parser.add_argument("--topic-prefix", default="Events-")
+    job = JobConfig()  # the topics are the job's: its defaults are the generator's
+    parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument("--types", default=",".join(job.types))
+    parser.add_argument("--topic-prefix", default=job.topic_prefix)
     parser.add_argument("--count", type=int, default=1, help="transactions to send")
     parser.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
     parser.add_argument("--omit-probability", type=float, default=0.1)

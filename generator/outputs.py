@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 
+from job.config import JobConfig
+
 
 @dataclass(frozen=True)
 class OutputRecord:
@@ -73,10 +75,9 @@ def read_topics(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="generator.outputs", description=__doc__)
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
-    parser.add_argument(
-        "--topics", default="Events_Aggregated,Events_Expired,Events_DeadLetter,Events_Late"
-    )
+    job = JobConfig()  # the job's output topics
+    parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument("--topics", default=",".join(job.output_topics))
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--full", action="store_true", help="print whole records")
     args = parser.parse_args(argv)

@@ -18,7 +18,9 @@ from pathlib import Path
 import yaml
 from kafka import KafkaProducer
 
-DEFAULT_TOPIC = "Reference-Services"
+from job.config import JobConfig
+
+DEFAULT_TOPIC = JobConfig().reference_topic  # the job's reference topic
 
 
 def read_reference(path: Path) -> dict[str, dict]:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", nargs="?", type=Path, help="YAML or JSON reference file")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap-servers", default=JobConfig().bootstrap_servers)
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--delete", action="append", default=[], metavar="TYPE")
     args = parser.parse_args(argv)

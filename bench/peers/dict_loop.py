@@ -17,16 +17,18 @@ import time
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 from job.aggregate import Outcome, Part, build_aggregate, kafka_key
+from job.config import JobConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    job = JobConfig()  # the job's topics and timeout are the peer's defaults
     parser = argparse.ArgumentParser(prog="python -m bench.peers.dict_loop")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
-    parser.add_argument("--types", default="TypeA,TypeB,TypeC,TypeD,TypeE")
-    parser.add_argument("--topic-prefix", default="Events-")
-    parser.add_argument("--aggregated-topic", default="Events_Aggregated")
-    parser.add_argument("--expired-topic", default="Events_Expired")
-    parser.add_argument("--timeout-s", type=float, default=120.0)
+    parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument("--types", default=",".join(job.types))
+    parser.add_argument("--topic-prefix", default=job.topic_prefix)
+    parser.add_argument("--aggregated-topic", default=job.aggregated_topic)
+    parser.add_argument("--expired-topic", default=job.expired_topic)
+    parser.add_argument("--timeout-s", type=float, default=job.timeout_s)
     parser.add_argument("--group-id", default="dict-loop")
     return parser.parse_args(argv)
 

@@ -34,11 +34,12 @@ import time
 import faust
 
 env = os.environ.get
-BOOTSTRAP = env("PEER_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-PREFIX = env("PEER_TOPIC_PREFIX", "Events-")
-TYPES = env("PEER_TYPES", "TypeA,TypeB,TypeC,TypeD,TypeE").split(",")
-AGGREGATED = env("PEER_AGGREGATED_TOPIC", "Events_Aggregated")
-EXPIRED = env("PEER_EXPIRED_TOPIC", "Events_Expired")
+# The job's topics, always given by the benchmark (bench/systems.py, from its JobConfig).
+BOOTSTRAP = os.environ["PEER_BOOTSTRAP_SERVERS"]
+PREFIX = os.environ["PEER_TOPIC_PREFIX"]
+TYPES = os.environ["PEER_TYPES"].split(",")
+AGGREGATED = os.environ["PEER_AGGREGATED_TOPIC"]
+EXPIRED = os.environ["PEER_EXPIRED_TOPIC"]
 TIMEOUT_S = float(env("PEER_TIMEOUT_S", "5"))
 SCAN_S = float(env("PEER_SCAN_INTERVAL_S", "1"))
 APP_ID = env("PEER_APP_ID", "faust-peer")
