@@ -76,6 +76,7 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
             "duplicates": 1,
             "late": 1,
             "enrich_errors": 0,
+            "internal_errors": 0,
             "transactions_in_flight": 0,
             "closed_markers": 13,
         }
