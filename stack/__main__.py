@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="stack",
         description=__doc__,
+        usage="%(prog)s [options] COMMAND [-- the correlator's options]",
         epilog="the correlator's options (after --):\n" + build_parser().format_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "command", choices=["up", "demo", "submit", "submit-writer", "down", "status", "jars"]
     )
-    parser.add_argument("job_args", nargs="*", help="the correlator's options, after --")
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
     parser.add_argument("--rpc-port", type=int, default=6123, help="Flink JobManager RPC port")
@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--supervise", action="store_true", help="up: then restart crashed TaskManagers"
     )
-    args = parser.parse_args(argv)
+    # Everything after `--` is the job's (argparse would not take it after other options).
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.job_args = argv[split + 1 :]
 
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
     cluster = FlinkCluster(
