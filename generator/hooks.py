@@ -15,7 +15,12 @@ def speed_class(aggregate: dict) -> dict:
 
 
 def faulty(aggregate: dict) -> dict:
-    """Fails for transactions whose id contains "boom": a hook with a bug, for tests."""
+    """A hook with bugs, for tests: raises for transactions whose id contains "boom",
+    returns no strict JSON (NaN) for those whose id contains "nan-hook", and changes the
+    record it was given in place (which must not reach the output) for all."""
+    aggregate["parts"].clear()
     if "boom" in aggregate["transaction"]:
         raise RuntimeError("boom")
+    if "nan-hook" in aggregate["transaction"]:
+        return {"ratio": float("nan")}
     return speed_class(aggregate)

@@ -84,7 +84,10 @@ def _strict_outputs(records: list[OutputRecord]) -> list[OutputRecord]:
 
 
 def test_no_record_restarts_the_job(flink, topics):
-    config = topics.live(timestamp_field="ts", max_record_bytes=200_000)
+    # The hook raises, returns NaN or mutates its input, depending on the transaction.
+    config = topics.live(
+        timestamp_field="ts", max_record_bytes=200_000, enrich_hook="generator.hooks:faulty"
+    )
     rng = random.Random(13)
     plans = load_plans(300, config.types, 0.1, 0.5, rng)
     hostile = hostile_values(rng)
@@ -92,6 +95,7 @@ def test_no_record_restarts_the_job(flink, topics):
     try:
         flink.api.wait_until_running(job_id)
         known = f"ts-known-{config.group_id}"  # event time from the value's `ts` field
+        nan_hook = f"nan-hook-{config.group_id}"  # the hook returns NaN for this one
         base_ms = int(time.time() * 1000) - 1_000
         sent_at = time.time()
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
@@ -100,6 +104,7 @@ def test_no_record_restarts_the_job(flink, topics):
             for i, record_type in enumerate(config.types):
                 value = {"transaction": known, "log": "x", "ts": base_ms + 100 * i}
                 producer.send_record(record_type, value)
+                producer.send_record(record_type, {"transaction": nan_hook, "log": "y"})
             for index, tx in enumerate(plans):
                 producer.send_all([tx], rate=1e9)
                 topic = config.topic_prefix + rng.choice(config.types)
@@ -109,7 +114,7 @@ def test_no_record_restarts_the_job(flink, topics):
             config.bootstrap_servers, config.input_topics, timeout_s=60, decode=False
         )
         sent = Counter((r.topic, r.partition, r.offset) for r in inputs)
-        assert len(sent) == sum(len(p.sent_types) for p in plans) + len(hostile) + 5
+        assert len(sent) == sum(len(p.sent_types) for p in plans) + len(hostile) + 10
         raw_outputs = read_topics(
             config.bootstrap_servers,
             config.output_topics,
@@ -138,6 +143,10 @@ def test_no_record_restarts_the_job(flink, topics):
             "doubled": sum(1 for c in seen.values() if c > 1),
         }
         by_id = {r.value.get("transaction"): r.value for r in outputs}
+        # A hook's NaN never reaches the output; its in-place changes do not either.
+        assert by_id[nan_hook]["enrichment_error"].startswith("ValueError")
+        assert "extra" not in by_id[nan_hook] and len(by_id[nan_hook]["parts"]) == 5
+        assert by_id[known]["extra"] == {"speed": "fast"}
         assert by_id[known]["status"] == "complete"
         assert (by_id[known]["first_event_time"], by_id[known]["duration_ms"]) == (base_ms, 400)
         # A non-numeric or out-of-range `ts` falls back to the Kafka timestamp.
