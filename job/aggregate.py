@@ -192,28 +192,49 @@ class TimerDecision:
 
 
 def on_timer(
-    holds_parts: bool,
-    closed: bool,
+    fired_at: int,
     wall_clock: bool,
+    open_deadlines: tuple[int, int] | None,
+    closed_until: int | None,
     now_ms: int,
     last_input_ms: int,
     grace_ms: int,
 ) -> TimerDecision:
     """What a firing timer does to its transaction; the Flink shell only carries it out.
 
-    An open transaction holds parts and has two timers (event time, wall-clock fallback); a
-    closed one holds none and has one wall-clock timer, the end of its retention. Timers of
-    the other kind that still fire (a deleted one that raced, a deferred fallback) are
-    ignored.
+    A timer acts only if the transaction's state names it: an open transaction stores its two
+    deadlines (`open_deadlines`: event time, wall clock), a closed one the end of its
+    retention (`closed_until`; 0 for a marker written before it was stored, which any
+    wall-clock timer ends). Any other firing is stale (a timer of a transaction that has
+    closed since, a deferred fallback's earlier time, the metrics' flush timer) and ignored.
     """
-    if not holds_parts:
-        return TimerDecision(TimerAction.FORGET if wall_clock and closed else TimerAction.IGNORE)
-    if not wall_clock:
-        return TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
-    later = deferred_fallback(now_ms, last_input_ms, grace_ms)
-    if later is not None:
-        return TimerDecision(TimerAction.DEFER, again_at=later)
-    return TimerDecision(TimerAction.EXPIRE, expired_by=BY_WALL_CLOCK)
+    if open_deadlines is not None:
+        event_at, wall_at = open_deadlines
+        if not wall_clock:
+            if fired_at != event_at:
+                return TimerDecision(TimerAction.IGNORE)
+            return TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
+        if fired_at != wall_at:
+            return TimerDecision(TimerAction.IGNORE)
+        later = deferred_fallback(now_ms, last_input_ms, grace_ms)
+        if later is not None:
+            return TimerDecision(TimerAction.DEFER, again_at=later)
+        return TimerDecision(TimerAction.EXPIRE, expired_by=BY_WALL_CLOCK)
+    if closed_until is not None and wall_clock and fired_at >= closed_until:
+        return TimerDecision(TimerAction.FORGET)
+    return TimerDecision(TimerAction.IGNORE)
+
+
+def closed_marker(status: str, until_ms: int) -> str:
+    """What a closed transaction keeps: its status and the end of its retention."""
+    return f"{status}@{until_ms}"
+
+
+def read_closed_marker(marker: str) -> tuple[str, int]:
+    """(status, retention end) of a closed marker; a marker without the end (written before
+    it was stored) reads as retention end 0."""
+    status, _, until = marker.partition("@")
+    return status, int(until) if until else 0
 
 
 def deferred_fallback(now_ms: int, last_input_ms: int, grace_ms: int) -> int | None:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import javaproperties
 
 DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
+EXACTLY_ONCE, AT_LEAST_ONCE = "exactly-once", "at-least-once"
 DEFAULT_PARTITIONS = 3  # of each input and output topic, where the job's tools create them
 
 
@@ -108,6 +109,16 @@ class JobConfig:
     transactional_id_prefix: str = field(
         default="txn-correlator", metadata={"help": "prefix of the sink's Kafka transactional ids"}
     )
+    delivery_guarantee: str = field(
+        default=EXACTLY_ONCE,
+        metadata={
+            "help": "exactly-once: output is visible to read_committed consumers when the "
+            "checkpoint that covers it completes, once each; at-least-once: visible at once, "
+            "and after a failure a consumer may see again what was emitted since the last "
+            "checkpoint (the PostgreSQL writer's upsert makes that harmless)",
+            "choices": (EXACTLY_ONCE, AT_LEAST_ONCE),
+        },
+    )
     kafka_transaction_timeout_ms: int = field(
         default=600_000,
         metadata={
@@ -130,7 +141,7 @@ class JobConfig:
 
     @property
     def input_topics(self) -> list[str]:
-        return [self.topic_prefix + t for t in self.types]
+        return [self.topic_of(t) for t in self.types]
 
     @property
     def output_topics(self) -> list[str]:
@@ -160,6 +171,10 @@ class JobConfig:
             transactional_id_prefix=tag,
             **overrides,
         )
+
+    def topic_of(self, record_type: str) -> str:
+        """The input topic of a record type (`type_of` is the way back)."""
+        return self.topic_prefix + record_type
 
     def type_of(self, topic: str) -> str | None:
         """The record type a topic carries, or None for a topic that is no configured type."""
@@ -276,7 +291,12 @@ def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
         else:
             convert, default = kind, f.default
         parser.add_argument(
-            *names, dest=f.name, type=convert, default=default, help=f.metadata["help"]
+            *names,
+            dest=f.name,
+            type=convert,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f.metadata["help"],
         )
     return parser
 

@@ -1,6 +1,8 @@
-"""Wires source -> parse -> key_by(transaction) -> correlate -> sink into one Flink job.
+"""Wires source (keyed by transaction in SQL) -> correlate -> sink into one Flink job.
 
-The correlator also receives the reference topic as a broadcast stream for enrichment.
+The correlator also receives the reference topic as a broadcast stream for enrichment. It is
+the job's only Python operator: parsing, correlating, enriching and serializing happen in
+one call per record.
 
 Cluster-wide settings (state backend, checkpointing, execution mode, restart strategy) live
 in `flink-conf/config.yaml`; only what the job's own options change is set here.
@@ -8,14 +10,14 @@ in `flink-conf/config.yaml`; only what the job's own options change is set here.
 
 from __future__ import annotations
 
-from pyflink.common import Configuration, Types
+from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
 from job.config import JobConfig
-from job.correlate import DEAD_LETTERS, EVENT_TYPE, REFERENCE, Correlate, ParseRecords
+from job.correlate import REFERENCE, Correlate
 from job.sinks import OUTPUT_TYPE, write_output_records
-from job.sources import input_records, reference_records
+from job.sources import keyed_input_records, reference_records
 
 
 def environment(config: JobConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
@@ -30,6 +32,8 @@ def environment(config: JobConfig) -> tuple[StreamExecutionEnvironment, StreamTa
     t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("table.exec.source.idle-timeout", f"{int(config.idleness_s * 1000)} ms")
     t_env.get_config().set("pipeline.name", config.job_name)
+    # Instants turn into epoch milliseconds in SQL (sql/keyed_records.sql) in UTC.
+    t_env.get_config().set("table.local-time-zone", "UTC")
     return env, t_env
 
 
@@ -40,21 +44,14 @@ def _as_url(path: str) -> str:
 def build(config: JobConfig) -> StreamExecutionEnvironment:
     """Builds the whole job graph on one environment; `env.execute()` runs it."""
     env, t_env = environment(config)
-    records = input_records(t_env, config)
-    events = (
-        records.process(ParseRecords(config), output_type=EVENT_TYPE)
-        .name("parse records")
-        .uid("parse-records")
-    )
+    records = keyed_input_records(t_env, config)
     reference = reference_records(t_env, config).broadcast(REFERENCE)
-    aggregates = (
-        events.key_by(lambda e: e[0], key_type=Types.STRING())
-        .connect(reference)
+    outputs = (
+        records.connect(reference)
         .process(Correlate(config), output_type=OUTPUT_TYPE)
         .name("correlate transactions")
         .uid("correlate-transactions")
     )
-    outputs = aggregates.union(events.get_side_output(DEAD_LETTERS))
     # Attaching the SQL sink to the DataStream graph lets PyFlink's own execute() configure
     # the Python operators (chaining, executable, memory) for the whole job.
     write_output_records(t_env, outputs, config).attach_as_datastream()

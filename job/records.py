@@ -155,6 +155,27 @@ def parse(
     return Event(transaction, record_type, text, source)
 
 
+def keyed(result: Event | DeadLetter, key: str) -> Event | DeadLetter:
+    """The parsed record, checked against the key it was routed by.
+
+    The job routes records by the transaction id that Flink's SQL `JSON_VALUE` reads (in Java,
+    before any Python runs), then parses them here. The two agree on every record whose
+    `transaction` this module accepts, except where Java's JSON reader refuses a document
+    that Python's reads (a number of more than 1,000 digits, nesting near 1,000 levels): such
+    a record reached the wrong transaction's state, so it is a dead letter, never correlated.
+    """
+    if isinstance(result, DeadLetter) or result.transaction == key:
+        return result
+    return DeadLetter(
+        BAD_TRANSACTION,
+        "the job's key extractor (Flink SQL JSON_VALUE) could not read 'transaction' as "
+        f"{printable(result.transaction)[:100]!r}",
+        result.value.encode(),
+        result.source,
+        result.transaction,
+    )
+
+
 def internal_error(error: BaseException, raw: bytes | None, source: Source, transaction=None):
     """The dead letter for an unexpected exception: the record is kept, the job goes on."""
     detail = f"{type(error).__name__}: {error}"[:500]

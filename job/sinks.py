@@ -11,7 +11,7 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
 
-from job.config import JobConfig
+from job.config import EXACTLY_ONCE, JobConfig
 from job.sql import render, render_options, with_client_properties
 
 # Every Python operator emits rows of this shape; the sink routes them by `topic`.
@@ -27,10 +27,11 @@ def sink_options(config: JobConfig) -> dict[str, str]:
         "key.fields": "k",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": config.transactional_id_prefix,
-        "properties.transaction.timeout.ms": str(config.kafka_transaction_timeout_ms),
+        "sink.delivery-guarantee": config.delivery_guarantee,
     }
+    if config.delivery_guarantee == EXACTLY_ONCE:
+        options["sink.transactional-id-prefix"] = config.transactional_id_prefix
+        options["properties.transaction.timeout.ms"] = str(config.kafka_transaction_timeout_ms)
     return with_client_properties(options, config.kafka_client_properties())
 
 

@@ -8,14 +8,20 @@ timestamp assigner sits in the chain.
 
 from __future__ import annotations
 
-from pyflink.datastream import DataStream
+from pyflink.common import Types
+from pyflink.datastream import DataStream, KeyedStream
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, TableEnvironment
 
 from job.config import JobConfig
-from job.sql import render, render_options, with_client_properties
+from job.sql import render, render_options, sql_text, with_client_properties
 
-# The columns the parser receives, in order.
-INPUT_COLUMNS = "payload, topic, `partition`, `offset`, event_time"
+# What the correlator receives per record, in order (sql/keyed_records.sql).
+KEYED_RECORD = Types.ROW_NAMED(
+    ["k", "payload", "topic", "partition", "offset", "event_ms"],
+    [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(),
+     Types.LONG(), Types.LONG()],
+)  # fmt: skip
 
 
 # Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
@@ -63,10 +69,25 @@ def declare_input_records(t_env: TableEnvironment, config: JobConfig) -> None:
     t_env.execute_sql(ddl)
 
 
-def input_records(t_env: StreamTableEnvironment, config: JobConfig) -> DataStream:
+def keyed_input_records(t_env: StreamTableEnvironment, config: JobConfig) -> KeyedStream:
+    """The input records keyed by transaction id, with no Python before the shuffle.
+
+    `DataStream.key_by` always adds a Python operator (its key selector) in front of the
+    shuffle, which in thread mode shares the TaskManager's one GIL with the correlator. Here
+    the key is a column computed in SQL, and the stream is keyed in Java exactly as
+    `key_by` keys it after its selector: rows of (key, record) partitioned by field 0 with
+    PyFlink's own `KeyByKeySelector`, so the keyed Python function receives the record.
+    `tests/test_keyed_source.py` pins this use of PyFlink's internals.
+    """
     declare_input_records(t_env, config)
-    table = t_env.sql_query(f"SELECT {INPUT_COLUMNS} FROM input_records")
-    return t_env.to_data_stream(table)
+    table = t_env.sql_query(sql_text("keyed_records.sql"))
+    # A RowTypeInfo, as the keyed Python operator requires of its (key, record) input.
+    rows = t_env.to_append_stream(
+        table, Types.ROW_NAMED(["k", "record"], [Types.STRING(), KEYED_RECORD])
+    )
+    key_type = Types.ROW([Types.STRING()]).get_java_type_info()
+    j_keyed = rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
+    return KeyedStream(j_keyed, KEYED_RECORD, rows)
 
 
 def reference_options(config: JobConfig) -> dict[str, str]:

@@ -14,6 +14,7 @@ from stack.flink import FlinkCluster
 from stack.kafka import consumer_lag
 
 COUNTERS = (
+    "dead_letters",
     "aggregated",
     "expired",
     "duplicates",
@@ -52,12 +53,10 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
         "size_bytes": latest["checkpointed_size"],
         "full_state_bytes": latest["state_size"],
     }
-    parse = cluster.api.operator_metrics(job_id, "Source", "parse_records.")
     correlate = cluster.api.operator_metrics(job_id, "correlate", "correlate_transactions.")
-    status["input_records_per_s"] = round(parse.get("numRecordsInPerSecond", 0.0), 1)
+    status["input_records_per_s"] = round(correlate.get("numRecordsInPerSecond", 0.0), 1)
     status["counters"] = {
         "records_in": {t: int(correlate.get(f"type.{t}.records_in", 0)) for t in config.types},
-        "dead_letters": int(parse.get("dead_letters", 0)),
         **{name: int(correlate.get(name, 0)) for name in COUNTERS},
     }
     status["consumer_lag"] = consumer_lag(

@@ -16,12 +16,14 @@ from job.aggregate import (
     build_aggregate,
     classify,
     close,
+    closed_marker,
     deferred_fallback,
     expiry_deadline,
     kafka_key,
     late_record,
     on_event,
     on_timer,
+    read_closed_marker,
 )
 from job.records import Event, Source
 from tests.kit import DictState
@@ -103,32 +105,53 @@ def test_kafka_key_is_json_quoted_like_the_original_producer():
 
 # The timer decisions of the Flink shell, with a fake clock (plain integers).
 GRACE = 3_000
+EVENT_AT, WALL_AT, UNTIL = 5_000, 10_000, 70_000  # what the state of a transaction names
 
 
-def _timer(holds_parts=True, closed=False, wall_clock=False, now=10_000, last_input=0):
-    return on_timer(holds_parts, closed, wall_clock, now, last_input, GRACE)
+def _timer(fired_at, wall_clock, open_=True, closed_until=None, now=10_000, last_input=0):
+    deadlines = (EVENT_AT, WALL_AT) if open_ else None
+    return on_timer(fired_at, wall_clock, deadlines, closed_until, now, last_input, GRACE)
 
 
 def test_event_time_timer_of_an_open_transaction_expires_it_by_event_time():
-    decision = _timer(wall_clock=False, last_input=9_999)  # input flowing makes no difference
+    decision = _timer(EVENT_AT, wall_clock=False, last_input=9_999)  # input flowing: no matter
     assert decision == TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
 
 
 def test_wall_clock_fallback_expires_only_after_quiet_input():
-    assert _timer(wall_clock=True, now=10_000, last_input=7_000) == TimerDecision(
+    assert _timer(WALL_AT, wall_clock=True, now=10_000, last_input=7_000) == TimerDecision(
         TimerAction.EXPIRE, expired_by=BY_WALL_CLOCK
     )
     # Input 1 s ago: look again when the input has been quiet for the whole grace.
-    assert _timer(wall_clock=True, now=10_000, last_input=9_000) == TimerDecision(
+    assert _timer(WALL_AT, wall_clock=True, now=10_000, last_input=9_000) == TimerDecision(
         TimerAction.DEFER, again_at=12_000
     )
 
 
+def test_timers_the_state_does_not_name_are_stale():
+    # The metrics' flush timer, or a fallback's earlier time after a deferral.
+    assert _timer(WALL_AT - 1, wall_clock=True).action is TimerAction.IGNORE
+    assert _timer(EVENT_AT + 1, wall_clock=False).action is TimerAction.IGNORE
+    # An event-time timer at the wall-clock deadline's number is still not the fallback.
+    assert _timer(WALL_AT, wall_clock=False).action is TimerAction.IGNORE
+
+
 def test_retention_timer_forgets_a_closed_transaction_and_stale_timers_do_nothing():
-    assert _timer(holds_parts=False, closed=True, wall_clock=True).action is TimerAction.FORGET
-    # A deleted event-time timer that fired anyway, or a fallback after the marker is gone.
-    assert _timer(holds_parts=False, closed=True, wall_clock=False).action is TimerAction.IGNORE
-    assert _timer(holds_parts=False, closed=False, wall_clock=True).action is TimerAction.IGNORE
+    closed = dict(open_=False, closed_until=UNTIL)
+    assert _timer(UNTIL, wall_clock=True, **closed).action is TimerAction.FORGET
+    # A flush or fallback timer before the retention ends, an event-time timer, no marker.
+    assert _timer(UNTIL - 1, wall_clock=True, **closed).action is TimerAction.IGNORE
+    assert _timer(UNTIL, wall_clock=False, **closed).action is TimerAction.IGNORE
+    assert _timer(UNTIL, wall_clock=True, open_=False).action is TimerAction.IGNORE
+
+
+def test_a_marker_from_before_the_retention_end_was_stored_ends_at_any_wall_clock_timer():
+    assert read_closed_marker("complete") == ("complete", 0)
+    assert _timer(1, wall_clock=True, open_=False, closed_until=0).action is TimerAction.FORGET
+
+
+def test_closed_marker_round_trips():
+    assert read_closed_marker(closed_marker(Outcome.EXPIRED, UNTIL)) == ("expired", UNTIL)
 
 
 def test_a_straggler_after_the_retention_opens_a_new_transaction():
@@ -140,7 +163,7 @@ def test_a_straggler_after_the_retention_opens_a_new_transaction():
     assert state.closed_status() == Outcome.COMPLETE
     assert on_event(state, event, TYPES, 0).verdict is Verdict.LATE
     # The retention timer fires: the shell clears the marker as the decision says.
-    assert _timer(holds_parts=False, closed=True, wall_clock=True).action is TimerAction.FORGET
+    assert _timer(UNTIL, True, open_=False, closed_until=UNTIL).action is TimerAction.FORGET
     state._closed = None
     assert on_event(state, event, TYPES, 0).verdict is Verdict.OPENED
 

@@ -108,7 +108,7 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
             )
             assert value == count, record_type
         dead = _prometheus_value(
-            scraped, prefix + "dead_letters", job_id, operator_name="parse_records"
+            scraped, prefix + "dead_letters", job_id, operator_name="correlate_transactions"
         )
         assert dead == 2
     finally:
