@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import astuple
 
 from pyflink.common import Row, Types
@@ -168,8 +169,9 @@ class Correlate(KeyedBroadcastProcessFunction):
     """Keyed input: raw records, keyed by transaction; broadcast input: the reference
     topic's records."""
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, clock: Callable[[], int] | None = None):
         self.config = config
+        self.clock = clock or _now_ms  # wall clock in epoch ms; tests pass a fake one
         self.timeout_ms = int(config.timeout_s * 1000)
         self.fallback_ms = int((config.timeout_s + config.expiry_grace_s) * 1000)
         self.retention_ms = int(config.closed_retention_s * 1000)
@@ -185,7 +187,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         )
         self.hook = enrich.load_hook(self.config.enrich_hook)
         self._reference: dict[str, dict] | None = None  # cache of the broadcast state
-        self.last_input_ms = _now_ms()  # a (re)start counts as input: a backlog may follow
+        self.last_input_ms = self.clock()  # a (re)start counts as input: a backlog may follow
         self._open_metrics(runtime_context.get_metrics_group())
 
     def _open_metrics(self, group) -> None:
@@ -198,7 +200,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         counters = {name: group.counter(name) for name in _COUNTERS}
         for t in self.config.types:
             counters[RECORDS_IN.format(t)] = group.add_group("type", t).counter("records_in")
-        self.tally = Tally(counters, METRICS_EVERY_MS, _now_ms())
+        self.tally = Tally(counters, METRICS_EVERY_MS, self.clock())
         self._records_in = {t: RECORDS_IN.format(t) for t in self.config.types}
         self._flush_timer_at = 0
         # Distributions keep their numbers in Java, so reading them is as safe as counters.
@@ -207,7 +209,7 @@ class Correlate(KeyedBroadcastProcessFunction):
 
     def process_element(self, row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         # (key, payload, topic, partition, offset, event time): job.sources.KEYED_RECORD
-        now = _now_ms()
+        now = self.clock()
         self.last_input_ms = now
         source = Source(row[2], row[3], row[4], row[5])
         output = self._on_record(row[0], row[1], source, now, ctx)
@@ -297,7 +299,7 @@ class Correlate(KeyedBroadcastProcessFunction):
             self.completion_ms.update(record["duration_ms"])
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
-        now = _now_ms()
+        now = self.clock()
         try:
             outputs = self._on_timer(timestamp, now, ctx)
         except Exception as error:  # noqa: BLE001 - no timer may restart the job

@@ -8,7 +8,9 @@
 -- gets the key '' too (the parser refuses it as not_strict_json).
 -- Event time goes to Python as epoch milliseconds (the session time zone is UTC, so EXTRACT
 -- reads the instant); watermarks still come from the source, per partition.
-SELECT `k`, ROW(`k`, `payload`, `topic`, `partition`, `offset`, `event_ms`) AS `record`
+SELECT `k`, CAST(ROW(`k`, `payload`, `topic`, `partition`, `offset`, `event_ms`) AS ROW<
+    `k` STRING, `payload` BYTES, `topic` STRING, `partition` INT, `offset` BIGINT, `event_ms` BIGINT
+  >) AS `record`
 FROM (
   SELECT
     CASE WHEN REGEXP(`id`, '[\x{D800}-\x{DFFF}]') THEN '' ELSE `id` END AS `k`,
