@@ -1,3 +1,10 @@
-from bench.run import main
+import sys
 
-main()
+if sys.argv[1:2] == ["profile"]:
+    from bench.profile import main
+
+    main(sys.argv[2:])
+else:
+    from bench.run import main
+
+    main()

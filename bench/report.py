@@ -1,7 +1,8 @@
 """Writes the benchmark's results: a Markdown table, a JSON file and PNG plots.
 
-The Markdown and JSON carry every figure and the ratio of our job to each peer; the plots
-need matplotlib (`pip install matplotlib`) and are skipped without it.
+The Markdown and JSON carry every figure (medians over the repeats with their min..max, and
+every run with its status and checked outputs) and the ratio of our job to each peer; the
+plots need matplotlib (`pip install matplotlib`) and are skipped without it.
 """
 
 from __future__ import annotations
@@ -26,67 +27,171 @@ def _fmt(value, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _with_spread(value, spread, digits: int = 0) -> str:
+    """`median (min..max)`; just the median for one run or no spread."""
+    if value is None:
+        return "-"
+    low, high = (spread or [None, None])[:2]
+    if low is None or high is None or low == high:
+        return _fmt(value, digits)
+    return f"{_fmt(value, digits)} ({_fmt(low, digits)}..{_fmt(high, digits)})"
+
+
 def _ratio(ours, theirs) -> str:
     if not ours or not theirs:
         return "-"
     return f"{ours / theirs:.2f}x"
 
 
+def overlaps(a, b) -> bool:
+    """Whether two [min, max] ranges overlap: then the difference is within the spread."""
+    if not a or not b or None in (*a, *b):
+        return False
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
 def _latency_cell(latency: dict | None) -> str:
     if not latency:
         return "-"
     percentiles = " / ".join(_fmt(latency.get(f"p{q}_ms")) for q in (50, 95, 99))
-    return f"{percentiles} (at {_fmt(latency.get('sent_rate'))}/s)"
+    p99 = latency.get("p99_ms_spread")
+    spread = ""
+    if p99 and None not in p99 and p99[0] != p99[1]:
+        spread = f", p99 {_fmt(p99[0])}..{_fmt(p99[1])}"
+    return f"{percentiles} (at {_fmt(latency.get('sent_rate'))}/s{spread})"
+
+
+def _rate_cells(system: dict) -> list[str]:
+    """Steady and whole-run records/s, or the run's status where it has no rates."""
+    status = system.get("status", "complete")
+    t, spread = system["throughput"], system.get("spread", {})
+    if status != "complete":
+        return [status, status]
+    return [
+        _with_spread(t.get("records_per_s"), spread.get("records_per_s")),
+        _with_spread(t.get("whole_run_records_per_s"), spread.get("whole_run_records_per_s")),
+    ]
+
+
+def _ours_vs(ours: dict, system: dict) -> str:
+    """Ours against it, whole run then steady; "(within spread)" when the whole-run ranges
+    of the two overlap, so the difference does not count."""
+    key = "whole_run_records_per_s"
+    a, b = ours["throughput"], system["throughput"]
+    steady = _ratio(a.get("records_per_s"), b.get("records_per_s"))
+    text = f"{_ratio(a.get(key), b.get(key))}, {steady}"
+    if overlaps(ours.get("spread", {}).get(key), system.get("spread", {}).get(key)):
+        text += " (within spread)"
+    return text
+
+
+def _header(results: dict) -> str:
+    loads = results.get("loads", [50, 90])
+    repeat = results.get("repeat", 1)
+    transactions = results["transactions"]
+    records = results.get("records", transactions * len(results["types"]))
+    text = f"Benchmark of {results['date']} on {results['machine']}: {transactions:,} transactions"
+    if "incomplete_transactions" in results:
+        text += f" ({results['incomplete_transactions']:,} incomplete)"
+    text += f", {records:,} records"
+    if "malformed_records" in results:
+        text += f" ({results['malformed_records']:,} malformed)"
+    text += " pre-loaded per run"
+    if "timeout_s" in results:
+        text += f"; timeout {results['timeout_s']:g} s"
+        if "out_of_orderness_s" in results:
+            text += (
+                f", out-of-orderness {results['out_of_orderness_s']:g} s, expiry grace "
+                f"{results['expiry_grace_s']:g} s"
+            )
+    text += (
+        f"; {repeat} run{'s' if repeat != 1 else ''} per system"
+        + (", median (min..max)" if repeat > 1 else "")
+        + "; "
+    )
+    if loads:
+        text += (
+            f"latency with records sent at {' and '.join(f'{x}%' for x in loads)} of each "
+            "system's own maximum rate."
+        )
+    else:
+        text += "no latency runs."
+    return text
+
+
+def _runs_table(systems: list[dict]) -> list[str]:
+    """Every run: its status and what its outputs were, checked against the workload."""
+    rows = []
+    for s in systems:
+        for run in s.get("runs", []):
+            check = run.get("check")
+            letters = run.get("dead_letters")
+            outputs = f"{run.get('outputs', 0):,} of {run.get('expected_outputs', 0):,}"
+            checked = "count only"
+            if check:
+                checked = f"{check['complete']:,} complete, {check['expired']:,} expired"
+                if not check.get("ok"):
+                    checked += " (" + "; ".join(check.get("examples", [])[:2]) + ")"
+            dead = "-"
+            if letters:
+                dead = f"{letters['count']:,} of {letters['expected']:,}"
+            rows.append(
+                f"| {s['name']} | {run.get('run', 1)} | {run.get('status', '-')} | {outputs} | "
+                f"{checked} | {dead} | "
+                f"{_fmt(run['throughput'].get('whole_run_records_per_s'))} | "
+                f"{_fmt(run['throughput'].get('whole_run_s'), 1)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "| system | run | status | outputs | outputs checked | dead letters | "
+        "records/s whole run | whole run s |",
+        "|---|---:|---|---:|---|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def markdown(results: dict) -> str:
     systems = results["systems"]
-    ours = systems[0]["throughput"]
+    ours = systems[0]
     loads = results.get("loads", [50, 90])
     lines = [
-        f"Benchmark of {results['date']} on {results['machine']}: {results['transactions']:,} "
-        f"transactions ({results['transactions'] * len(results['types']):,} records) "
-        f"pre-loaded per system; "
-        + (
-            f"latency with records sent at {' and '.join(f'{x}%' for x in loads)} of each "
-            "system's own maximum rate."
-            if loads
-            else "no latency runs."
-        ),
+        _header(results),
         "",
         "| system | records/s steady | records/s whole run | CPU s per 1k records | "
-        + " | ".join(f"latency p50 / p95 / p99 ms at {x}%" for x in loads)
-        + " | ours vs it (steady, whole run) |",
+        + "".join(f"latency p50 / p95 / p99 ms at {x}% | " for x in loads)
+        + "ours vs it (whole run, steady) |",
         "|---|---:|---:|---:|" + "---:|" * len(loads) + "---:|",
     ]
     for s in systems:
         t = s["throughput"]
-        ratio = "-"
-        if s is not systems[0]:
-            ratio = (
-                f"{_ratio(ours['records_per_s'], t['records_per_s'])}, "
-                f"{_ratio(ours['whole_run_records_per_s'], t['whole_run_records_per_s'])}"
-            )
         cells = [
             s["name"],
-            _fmt(t["records_per_s"]),
-            _fmt(t["whole_run_records_per_s"]),
-            _fmt(t["whole_run_cpu_s_per_1k"], 3),
+            *_rate_cells(s),
+            _with_spread(
+                t.get("whole_run_cpu_s_per_1k"),
+                s.get("spread", {}).get("whole_run_cpu_s_per_1k"),
+                3,
+            ),
             *(_latency_cell(s["latency"].get(str(x))) for x in loads),
-            ratio,
+            "-" if s is ours else _ours_vs(ours, s),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _runs_table(systems)
     if results.get("in_flight"):
         lines += [
             "",
             "| transactions in flight | TaskManager RSS MB | checkpoint state MB | "
-            "bytes of state per transaction | RSS MB after all closed | state MB after |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "bytes of state per transaction | checkpoint ms | drain s | "
+            "RSS MB after all closed | state MB after |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["in_flight"]:
             lines.append(
                 f"| {row['transactions']:,} | {_fmt(row['rss_mb'])} | "
                 f"{_fmt(row['state_mb'], 1)} | {_fmt(row['state_bytes_per_tx'])} | "
+                f"{_fmt(row.get('checkpoint_ms'))} | {_fmt(row.get('drain_s'), 1)} | "
                 f"{_fmt(row['rss_after_mb'])} | {_fmt(row['state_after_mb'], 1)} |"
             )
         lines.append(f"\nIdle TaskManagers before: {_fmt(results['idle_rss_mb'])} MB RSS.")
@@ -113,7 +218,11 @@ def _plots(results: dict, out: Path) -> list[Path]:
     for s in results["systems"]:
         points = s["timeline"]
         ax.plot([p[0] for p in points], [p[1] for p in points], label=s["name"])
-    ax.set(xlabel="seconds since start", ylabel="input records/s", title="Throughput")
+    ax.set(
+        xlabel="seconds since the start command",
+        ylabel="input records/s (from visible outputs)",
+        title="Throughput (the median run of each system)",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)

@@ -1,18 +1,23 @@
 """The benchmark: our Flink job against its peers on the same records, in one run.
 
-For each system: fresh topics, N transactions pre-loaded, the system started, its outputs
-watched until all N are visible to a `read_committed` consumer (throughput and CPU over the
-steady 10%-90% window), then records sent at 50% and 90% of that system's own maximum rate
-(completion latency). Then our job alone with transactions held in flight (TaskManager RSS
-and checkpointed state, before and after they all close).
+For each system, `--repeat` times (systems taking turns, so a slow minute of the machine
+does not hit one system only): fresh topics, a backlog of N transactions pre-loaded (about
+10% of them incomplete, about 1% of the records malformed), the system started, its
+outputs (aggregates and partials) watched until every expected one is visible to a
+`read_committed` consumer, and checked against the workload; then records sent at 50% and
+90% of that system's own maximum rate (completion latency). Then our job alone with
+transactions held in flight (TaskManager RSS and checkpointed state, before and after they
+all close).
 
     python -m bench                      # the full run, its own Kafka and Flink cluster
-    python -m bench --transactions 500 --latency-seconds 3 --in-flight 100   # a smoke run
+    python -m bench --transactions 500 --latency-seconds 3 --in-flight 100 --repeat 1
+    python -m bench profile              # where our job's Python time goes (py-spy)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import shutil
 import sys
@@ -21,11 +26,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote
 
 from bench import figures, report, workload
 from bench.procs import cpu_seconds, rss_bytes
 from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, System
-from bench.watch import Watcher
+from bench.watch import SystemGone, Watcher, read_topic
 from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
@@ -41,7 +47,18 @@ class Settings:
     loads: tuple[int, ...] = (50, 90)
     in_flight: tuple[int, ...] = (10_000, 100_000)
     settle_s: float = 15.0  # pause between the backlog and the latency runs
-    timeout_s: float = 60.0  # every system's transaction timeout
+    # Every system's transaction timeout, out-of-orderness and wall-clock grace: short, so
+    # the partials of the backlog's head expire while the backlog is still being read.
+    timeout_s: float = 5.0
+    out_of_orderness_s: float = 1.0
+    expiry_grace_s: float = 5.0
+    # Our job's source idleness (its default): the reference topic is silent in the
+    # benchmark and holds event time back until it counts as idle; shorter idleness lets
+    # partitions waiting behind backpressure count as idle, and complete transactions expire.
+    idleness_s: float = 30.0
+    incomplete: float = 0.10  # share of transactions missing one or more types
+    malformed: float = 0.01  # share of records that are malformed
+    repeat: int = 3  # runs of each configuration; the median is reported with min..max
     checkpoint_interval_s: float = 0.0  # 0: flink-conf/config.yaml's (5 s)
     systems: tuple[str, ...] = ("ours", "ours-heap-timers", "ours-p2", "copy", "faust", "dict")
     out: Path = ROOT / ".bench"
@@ -49,12 +66,16 @@ class Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        epilog="`python -m bench profile --help`: the per-call profile of our job.",
+    )
     parser.add_argument(
         "--transactions",
         type=int,
         default=defaults.transactions,
-        help="transactions pre-loaded per throughput run (5 records each)",
+        help="transactions pre-loaded per throughput run (up to 5 records each)",
     )
     parser.add_argument(
         "--latency-seconds",
@@ -83,6 +104,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="transaction timeout of every system",
     )
     parser.add_argument(
+        "--out-of-orderness-s",
+        type=float,
+        default=defaults.out_of_orderness_s,
+        help="bounded out-of-orderness of event time, every system",
+    )
+    parser.add_argument(
+        "--expiry-grace-s",
+        type=float,
+        default=defaults.expiry_grace_s,
+        help="wall-clock expiry fallback: after timeout + grace, once input was quiet for grace",
+    )
+    parser.add_argument(
+        "--idleness-s",
+        type=float,
+        default=defaults.idleness_s,
+        help="our job's source idleness: a silent partition (the reference topic) stops "
+        "holding back event time after this long",
+    )
+    parser.add_argument(
+        "--incomplete",
+        type=float,
+        default=defaults.incomplete,
+        help="share of the backlog's transactions missing one or more types",
+    )
+    parser.add_argument(
+        "--malformed",
+        type=float,
+        default=defaults.malformed,
+        help="share of the backlog's records that are malformed",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=defaults.repeat,
+        help="runs of each configuration (median and min..max reported)",
+    )
+    parser.add_argument(
         "--checkpoint-interval-s",
         type=float,
         default=0.0,
@@ -105,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     args = build_parser().parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     return Settings(
         transactions=args.transactions,
         latency_seconds=args.latency_seconds,
@@ -112,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         settle_s=args.settle_s,
         in_flight=tuple(int(x) for x in args.in_flight.split(",") if x),
         timeout_s=args.timeout_s,
+        out_of_orderness_s=args.out_of_orderness_s,
+        expiry_grace_s=args.expiry_grace_s,
+        idleness_s=args.idleness_s,
+        incomplete=args.incomplete,
+        malformed=args.malformed,
+        repeat=args.repeat,
         checkpoint_interval_s=args.checkpoint_interval_s,
         systems=tuple(args.systems.split(",")),
         out=args.out,
@@ -158,6 +224,9 @@ def fresh_config(broker: KafkaBroker, settings: Settings, **overrides) -> JobCon
         tag,
         job_name=f"bench-{tag}",
         timeout_s=settings.timeout_s,
+        out_of_orderness_s=settings.out_of_orderness_s,
+        expiry_grace_s=settings.expiry_grace_s,
+        idleness_s=settings.idleness_s,
         checkpoint_interval_s=settings.checkpoint_interval_s,
     )
     config = replace(config, **overrides)
@@ -168,51 +237,60 @@ def fresh_config(broker: KafkaBroker, settings: Settings, **overrides) -> JobCon
     return config
 
 
-def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
+def head_pause_s(config: JobConfig) -> float:
+    """How long the pre-load waits after the backlog's head: every later record's Kafka
+    timestamp is then past every head transaction's event-time deadline (timeout +
+    out-of-orderness), so the head's partials expire by event time, in every system."""
+    return config.timeout_s + config.out_of_orderness_s + 1.0
+
+
+def plan_backlog(settings: Settings, config: JobConfig) -> workload.Workload:
+    return workload.plan(
+        settings.transactions,
+        config.types,
+        f"{config.group_id}-load",
+        incomplete=settings.incomplete,
+        malformed=settings.malformed,
+    )
+
+
+def run_system(system: System, broker: KafkaBroker, settings: Settings, attempt: int = 1) -> dict:
+    """One run of one system: the backlog (throughput, outputs checked), then latency."""
     config = fresh_config(broker, settings)
-    n = settings.transactions
     tag = config.group_id
-    print(f"-- {system.name}: pre-loading {n:,} transactions", flush=True)
-    workload.preload(broker.bootstrap, config.topic_prefix, config.types, n, f"{tag}-load")
-    records = n * len(config.types)
-    expected = records // system.records_per_output
+    backlog = plan_backlog(settings, config)
+    records = backlog.records
+    expected = system.expected_outputs(backlog)
+    print(
+        f"-- {system.name}, run {attempt}: pre-loading {backlog.count:,} transactions "
+        f"({backlog.incomplete:,} incomplete), {records:,} records "
+        f"({len(backlog.malformed):,} malformed)",
+        flush=True,
+    )
+    workload.send(broker.bootstrap, config.topic_prefix, backlog, pause_s=head_pause_s(config))
+    system.prepare()
     watcher = Watcher(
         broker.bootstrap,
-        [config.aggregated_topic],
+        [config.aggregated_topic, config.expired_topic],
         cpu=lambda: cpu_seconds(system.pids()),
-        progress=system.progress,
+        keep=system.correlates,
     )
-    result = {"name": system.name, "latency": {}, "timeline": []}
+    result: dict = {
+        "name": system.name,
+        "run": attempt,
+        "transactions": backlog.count,
+        "incomplete_transactions": backlog.incomplete,
+        "malformed_records": len(backlog.malformed),
+        "records": records,
+        "expected_outputs": expected,
+        "latency": {},
+        "timeline": [],
+    }
     watcher.start()
-    # Sampled before the start: a fast system may be done before its start call returns.
-    before = watcher.mark()
-    system.start(config)
     try:
-        started = watcher.mark()
-        done = watcher.wait_for(expected, 120 + records / 500, failure=system.failure)
-        finished = watcher.mark()  # the moment all outputs were seen
-        samples = watcher.samples[before:]
-        per_output = system.records_per_output
-        measured = {
-            **figures.throughput(samples, records, per_output),
-            **figures.whole_run(
-                *(watcher.samples[i] for i in (before, started, finished)), records
-            ),
-        }
-        result.update(
-            outputs=watcher.count,
-            expected_outputs=expected,
-            throughput=measured,
-            timeline=figures.timeline(samples, per_output),
-        )
-        rate = figures.max_rate(measured)
-        print(
-            f"   {watcher.count:,}/{expected:,} outputs; records/s: steady "
-            f"{measured['records_per_s'] or 0:,.0f}, whole run "
-            f"{measured['whole_run_records_per_s'] or 0:,.0f}",
-            flush=True,
-        )
-        if done and rate and settings.loads:
+        measure_backlog(system, watcher, broker, config, settings, backlog, result)
+        rate = figures.max_rate(result["throughput"])
+        if result["status"] == "complete" and rate and settings.loads:
             time.sleep(settings.settle_s)
             for load in settings.loads:
                 result["latency"][str(load)] = measure_latency(
@@ -223,6 +301,92 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings) -> dict:
         system.stop()
         watcher.stop()
     return result
+
+
+def measure_backlog(
+    system: System,
+    watcher: Watcher,
+    broker: KafkaBroker,
+    config: JobConfig,
+    settings: Settings,
+    backlog: workload.Workload,
+    result: dict,
+) -> None:
+    """Starts the system on the pre-loaded backlog and waits for every expected output;
+    fills `result` with the run's status, checked outputs and figures."""
+    records, expected = backlog.records, result["expected_outputs"]
+    # The clock starts before the start command: Flink's `flink run` and the job's start-up
+    # count, as a peer's process start does; a fast system may be done before start returns.
+    before = watcher.mark()
+    started = None
+    try:
+        system.start(config)
+        started = watcher.mark()
+        wait_s = 120 + records / 500 + settings.timeout_s + settings.expiry_grace_s
+        done = watcher.wait_for(expected, wait_s, failure=system.failure)
+    except (SystemGone, RuntimeError, TimeoutError) as error:
+        done = False
+        result["error"] = str(error)
+        print(f"   failed: {str(error)[:2000]}", flush=True)
+    finished = watcher.mark()  # the moment every expected output was seen
+    watcher.keep = False  # the latency runs' outputs are not the backlog's
+    samples = watcher.samples[before:]
+    check = None
+    if system.correlates and done:
+        check = workload.check(backlog, watcher.values)
+        result["check"] = check
+    watcher.values = []
+    result["outputs"] = watcher.count
+    result["status"] = figures.run_status(watcher.count, expected, check)
+    result["phases"] = figures.phases(watcher.samples, before, started, finished)
+    measured = dict(figures.NO_RATE)
+    if result["status"] == "complete":
+        measured = {
+            **figures.throughput(samples, records, expected, system.output_step_s(config)),
+            **figures.whole_run(watcher.samples[before], watcher.samples[finished], records),
+        }
+    result["throughput"] = measured
+    result["timeline"] = figures.timeline(samples, records, expected)
+    _print_run(result)
+    topic = system.dead_letter_topic(config)
+    if done and topic:
+        result["dead_letters"] = count_dead_letters(broker, topic, backlog)
+
+
+def _print_run(result: dict) -> None:
+    measured = result["throughput"]
+    line = f"   {result['outputs']:,}/{result['expected_outputs']:,} outputs: {result['status']}"
+    if "check" in result:
+        c = result["check"]
+        line += f" ({c['complete']:,} complete, {c['expired']:,} expired)"
+        for example in c["examples"]:
+            line += f"\n     {example}"
+    phases = result.get("phases") or {}
+    if phases.get("start_s") is not None and phases.get("first_output_s") is not None:
+        line += (
+            f"; started in {phases['start_s']:,.1f} s, first output at "
+            f"{phases['first_output_s']:,.1f} s"
+        )
+    if measured["whole_run_records_per_s"]:
+        line += (
+            f"; records/s: steady {measured['records_per_s'] or 0:,.0f}, whole run "
+            f"{measured['whole_run_records_per_s']:,.0f} ({measured['whole_run_s']:,.1f} s)"
+        )
+    print(line, flush=True)
+
+
+def count_dead_letters(broker: KafkaBroker, topic: str, backlog: workload.Workload) -> dict:
+    """Our job's dead letters for the backlog's malformed records, by reason (read once all
+    expected outputs were visible; they are committed in the same checkpoints)."""
+    wanted = collections.Counter(m.reason for _, m in backlog.malformed)
+    values = read_topic(broker.bootstrap, topic, len(backlog.malformed), timeout=30)
+    reasons = collections.Counter(workload.dead_letter_reason(v) for v in values)
+    return {
+        "count": len(values),
+        "expected": len(backlog.malformed),
+        "reasons": dict(sorted(reasons.items())),
+        "expected_reasons": dict(sorted(wanted.items())),
+    }
 
 
 def measure_latency(
@@ -237,14 +401,14 @@ def measure_latency(
     """Completion latency of transactions sent at `rate` records/s, once all are out."""
     latencies = watcher.measure_latency(tag)
     count = workload.paced_count(rate, settings.latency_seconds, config.types)
-    expected = count * len(config.types) // system.records_per_output
+    expected = system.latency_outputs(count, len(config.types))
     started = time.monotonic()
     sender = workload.send_paced(
         broker.bootstrap, config.topic_prefix, config.types, rate, settings.latency_seconds, tag
     )
     sender.join()
     sent_s = time.monotonic() - started
-    watcher.wait_for(0, timeout=60 + settings.timeout_s, latencies=expected)
+    watcher.wait_for(0, timeout=60 + settings.timeout_s, latencies=expected, failure=system.failure)
     summary = figures.latency_summary(list(latencies))
     processing = list(watcher.processing)
     summary.update(
@@ -257,9 +421,13 @@ def measure_latency(
     print(
         f"   at {rate:,.0f} records/s (sent {summary['sent_rate']:,.0f}/s): "
         f"p50 {summary['p50_ms'] or 0:,.0f} ms, p99 {summary['p99_ms'] or 0:,.0f} ms "
-        f"(until emitted: p50 {summary['processing_p50_ms'] or 0:,.0f} ms, "
-        f"p99 {summary['processing_p99_ms'] or 0:,.0f} ms) "
-        f"({summary['count']:,}/{expected:,} seen)",
+        + (
+            f"(until emitted: p50 {summary['processing_p50_ms']:,.0f} ms, "
+            f"p99 {summary['processing_p99_ms']:,.0f} ms) "
+            if summary["processing_p50_ms"] is not None
+            else ""
+        )
+        + f"({summary['count']:,}/{expected:,} seen)",
         flush=True,
     )
     return summary
@@ -276,10 +444,37 @@ def _checkpoint_after(cluster: FlinkCluster, job_id: str, after_ms: float, timeo
     raise TimeoutError(f"no checkpoint of {job_id} completed in {timeout} s")
 
 
-def _correlator_metrics(cluster: FlinkCluster, job_id: str, until, timeout: float) -> dict:
-    return cluster.api.operator_metrics(
-        job_id, "correlate", "correlate_transactions.", until=until, timeout=timeout
-    )
+IN_FLIGHT_COUNTERS = ("transactions_in_flight", "aggregated", "closed_markers")
+
+
+def job_counters(cluster: FlinkCluster, job_id: str) -> dict[str, float]:
+    """The correlator's counters by their last name, summed over every vertex and subtask:
+    found by name, whatever the operator holding them is called."""
+    api = cluster.api
+    found: dict[str, float] = {}
+    for vertex in api.rest(f"/jobs/{job_id}")["vertices"]:
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        names = [
+            m["id"] for m in api.rest(base) if m["id"].rsplit(".", 1)[-1] in IN_FLIGHT_COUNTERS
+        ]
+        if names:
+            for metric in api.rest(f"{base}?get={quote(','.join(names))}&agg=sum"):
+                short = metric["id"].rsplit(".", 1)[-1]
+                found[short] = found.get(short, 0.0) + float(metric["sum"])
+    return found
+
+
+def wait_for_counters(cluster: FlinkCluster, job_id: str, until, timeout: float) -> dict:
+    """Polls the job's counters until `until(counters)` holds or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            counters = job_counters(cluster, job_id)
+        except (OSError, KeyError):  # tasks not all up yet
+            counters = {}
+        if until(counters) or time.monotonic() > deadline:
+            return counters
+        time.sleep(1)
 
 
 def measure_in_flight(
@@ -301,15 +496,20 @@ def measure_in_flight(
     job.start(config)
     try:
         wait_s = 120 + count * len(held) / 1000
-        metrics = _correlator_metrics(
+        metrics = wait_for_counters(
             cluster, job.job_id, lambda m: m.get("transactions_in_flight") == count, wait_s
         )
         if metrics.get("transactions_in_flight") != count:
             raise RuntimeError(f"only {metrics.get('transactions_in_flight')} in flight")
         holding = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
         rss = rss_bytes(cluster.running_taskmanagers())
+        drain_started = time.monotonic()
         workload.preload(broker.bootstrap, config.topic_prefix, last, count, tag)
-        metrics = _correlator_metrics(
+        metrics = wait_for_counters(
+            cluster, job.job_id, lambda m: m.get("aggregated") == count, wait_s
+        )
+        drain_s = time.monotonic() - drain_started
+        metrics = wait_for_counters(
             cluster,
             job.job_id,
             lambda m: m.get("aggregated") == count and m.get("closed_markers") == 0,
@@ -324,8 +524,11 @@ def measure_in_flight(
         "rss_mb": rss / MB,
         "state_mb": holding["state_size"] / MB,
         "state_bytes_per_tx": holding["state_size"] / count,
+        "checkpoint_ms": holding.get("end_to_end_duration"),
+        "drain_s": drain_s,  # sending the last parts until the job counted all aggregated
         "rss_after_mb": rss_after / MB,
         "state_after_mb": after["state_size"] / MB,
+        "checkpoint_after_ms": after.get("end_to_end_duration"),
         "aggregated_after": metrics.get("aggregated"),
         "in_flight_after": metrics.get("transactions_in_flight"),
     }
@@ -337,18 +540,40 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
     if "faust" in names and not Faust.available():
         print("-- faust-streaming venv missing (bench/peers/faust_venv.sh): skipped", flush=True)
         names = tuple(n for n in names if n != "faust")
+    example = plan_backlog(settings, JobConfig())
     results = {
         "date": datetime.date.today().isoformat(),
         "machine": report.machine(),
         "transactions": settings.transactions,
+        "incomplete_transactions": example.incomplete,
+        "records": example.records,
+        "malformed_records": len(example.malformed),
         "types": list(JobConfig().types),
         "timeout_s": settings.timeout_s,
+        "out_of_orderness_s": settings.out_of_orderness_s,
+        "expiry_grace_s": settings.expiry_grace_s,
+        "idleness_s": settings.idleness_s,
+        "repeat": settings.repeat,
         "loads": list(settings.loads),
         "systems": [],
         "in_flight": [],
     }
-    for system in make_systems(names, cluster):
-        results["systems"].append(run_system(system, broker, settings))
+    systems = make_systems(names, cluster)
+    runs: list[list[dict]] = [[] for _ in systems]
+    for attempt in range(1, settings.repeat + 1):  # systems take turns
+        for system, done in zip(systems, runs, strict=True):
+            done.append(run_system(system, broker, settings, attempt))
+    for system, done in zip(systems, runs, strict=True):
+        combined = figures.combine(done, settings.loads)
+        middle = figures.median_run(done)
+        results["systems"].append(
+            {
+                "name": system.name,
+                **combined,
+                "timeline": middle["timeline"] if middle else [],
+                "runs": done,
+            }
+        )
     if settings.in_flight:
         cluster.restart_taskmanagers()
         results["idle_rss_mb"] = rss_bytes(cluster.running_taskmanagers()) / MB
@@ -357,22 +582,31 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = parse_args(argv)
+def bench_services() -> tuple[KafkaBroker, FlinkCluster]:
+    """The benchmark's own broker and cluster (metrics refreshed every second, not 10)."""
     broker = KafkaBroker(port=29092, controller_port=29093, heap="1g")
-    # Metrics refreshed every second instead of 10, for the in-flight runs.
     cluster = FlinkCluster(
         rest_port=28081,
         rpc_port=26123,
         taskmanagers=2,
         settings={"metrics.fetcher.update-interval": "1000"},
     )
+    return broker, cluster
+
+
+def start_fresh(broker: KafkaBroker, cluster: FlinkCluster) -> None:
     for service in (cluster, broker):
         service.stop()
         shutil.rmtree(service.home, ignore_errors=True)
     broker.start()
     cluster.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+    broker, cluster = bench_services()
     try:
+        start_fresh(broker, cluster)
         results = run(settings, broker, cluster)
     finally:
         cluster.stop()

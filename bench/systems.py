@@ -1,39 +1,78 @@
 """The systems under test, each started on fresh topics and stopped after its run.
 
-All four read the same pre-loaded input topics and write to their own output topic; the
+All of them read the same pre-loaded input topics and write to output topics of their own; the
 benchmark only sees processes (for CPU and memory) and topics (for outputs and latency).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
+from bench.workload import Workload
 from job.config import JobConfig
 from stack.flink import FlinkCluster
-from stack.paths import PYTHON, ROOT, RUN
-from stack.submit import submit, submit_correlator
+from stack.paths import FLINK_CONF, PYTHON, ROOT, RUN
+from stack.submit import ENDED, submit, submit_correlator
 
 FAUST_PYTHON = ROOT / ".cache" / "faust-venv" / "bin" / "python"
+
+
+def flink_checkpoint_interval_s() -> float:
+    """flink-conf/config.yaml's checkpoint interval (5 s if it cannot be read)."""
+    try:
+        conf = yaml.safe_load((FLINK_CONF / "config.yaml").read_text())
+        text = str(conf["execution"]["checkpointing"]["interval"]).strip().lower()
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return 5.0
+    for unit, factor in (("ms", 0.001), ("min", 60.0), ("s", 1.0)):
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)].strip()) * factor
+            except ValueError:
+                return 5.0
+    try:
+        return float(text) / 1000  # a bare number is milliseconds
+    except ValueError:
+        return 5.0
 
 
 class System:
     """One system under test, seen as processes and topics."""
 
     name: str
-    records_per_output: int  # input records behind each output record
+    # A correlator writes one aggregate or partial per transaction; the copy job one output
+    # per input record, malformed ones included.
+    correlates: bool = True
+
+    def output_step_s(self, config: JobConfig) -> float:
+        """How far apart output becomes visible in steps (exactly-once: the checkpoint
+        interval); 0 for a system whose outputs show as they are written."""
+        return 0.0
+
+    def prepare(self) -> None:
+        """Anything the harness does before the clock starts (fresh TaskManagers)."""
 
     def start(self, config: JobConfig) -> None: ...
     def stop(self) -> None: ...
     def pids(self) -> list[int]: ...
 
-    def progress(self) -> int | None:
-        """Input records done so far, if the system can tell (else its outputs count)."""
+    def expected_outputs(self, workload: Workload) -> int:
+        return workload.count if self.correlates else workload.records
+
+    def dead_letter_topic(self, config: JobConfig) -> str | None:
+        """Where the system writes dead letters, if it does (our job; the peers skip)."""
         return None
+
+    def latency_outputs(self, transactions: int, types: int) -> int:
+        """Outputs expected for `transactions` complete transactions of `types` records."""
+        return transactions if self.correlates else transactions * types
 
     def details(self) -> dict:
         """Anything else worth keeping from the run, read just before the system stops."""
@@ -46,32 +85,59 @@ class System:
 
 @dataclass
 class FlinkCorrelator(System):
-    """Our job, submitted with `flink run -py` to the benchmark's cluster."""
+    """Our job, submitted with `flink run -py` to the benchmark's cluster.
+
+    Every run starts on freshly started TaskManagers (before the clock): no run inherits an
+    interpreter that already imported the job, a warm JIT or the memory of an earlier run.
+    The clock then includes `flink run` (the client compiling the Python job), scheduling,
+    the tasks' start-up and the first checkpoint that makes output visible.
+    """
 
     cluster: FlinkCluster
     parallelism: int = 1
     options: dict[str, str] = field(default_factory=dict)  # per-job Flink settings (`-D`)
     label: str = ""
-    records_per_output = 5
     job_id: str | None = None
-    _read: int = 0
+    _checked_at: float = 0.0
 
     @property
     def name(self) -> str:
         return self.label or f"Flink job, parallelism {self.parallelism}"
 
+    def prepare(self) -> None:
+        self.cluster.restart_taskmanagers()
+
+    def output_step_s(self, config: JobConfig) -> float:
+        return config.checkpoint_interval_s or flink_checkpoint_interval_s()
+
     def start(self, config: JobConfig) -> None:
-        self._read = 0
         self.job_id = self.submit(replace(config, parallelism=self.parallelism))
         self.cluster.api.wait_until_running(self.job_id)
 
     def submit(self, config: JobConfig) -> str:
         return submit_correlator(self.cluster, config, options=self.options)
 
+    def dead_letter_topic(self, config: JobConfig) -> str | None:
+        return config.dead_letter_topic if self.correlates else None
+
     def stop(self) -> None:
         if self.job_id:
-            self.cluster.api.cancel(self.job_id)
+            job = self.cluster.api.rest(f"/jobs/{self.job_id}", quiet=True)
+            if job is not None and job["state"] not in ENDED:
+                self.cluster.api.cancel(self.job_id)
             self.job_id = None
+
+    def failure(self) -> str | None:
+        """The job ended or failed (looked up at most every 2 s: the REST API is not free)."""
+        if not self.job_id or time.monotonic() - self._checked_at < 2.0:
+            return None
+        self._checked_at = time.monotonic()
+        job = self.cluster.api.rest(f"/jobs/{self.job_id}", quiet=True)
+        if job is None or job["state"] not in ENDED:
+            return None
+        exceptions = self.cluster.api.rest(f"/jobs/{self.job_id}/exceptions", quiet=True) or {}
+        root = (exceptions.get("rootException") or "")[:3000]
+        return f"{self.name}: job {self.job_id} is {job['state']}\n{root}"
 
     def details(self) -> dict:
         """Checkpoint figures: exactly-once output waits for them."""
@@ -91,23 +157,12 @@ class FlinkCorrelator(System):
     def pids(self) -> list[int]:
         return self.cluster.running_taskmanagers()
 
-    def progress(self) -> int | None:
-        """Records read by the Kafka source. Backpressure keeps the source within a few
-        buffers of the slowest operator, so its rate is the job's sustained rate."""
-        if self.job_id:
-            with contextlib.suppress(OSError, StopIteration):  # not all tasks up yet
-                metrics = self.cluster.api.operator_metrics(
-                    self.job_id, "Source: input_records", "Source__", suffix=".numRecordsOut"
-                )
-                self._read = max(self._read, int(sum(metrics.values())))
-        return self._read
-
 
 @dataclass
 class FlinkSqlCopy(FlinkCorrelator):
     """The engine's ceiling: the same source and sink, no Python (bench/peers/sql_copy.py)."""
 
-    records_per_output = 1
+    correlates = False
 
     @property
     def name(self) -> str:
@@ -177,6 +232,8 @@ def _peer_args(config: JobConfig) -> list[str]:
         "--aggregated-topic", config.aggregated_topic,
         "--expired-topic", config.expired_topic,
         "--timeout-s", str(config.timeout_s),
+        "--out-of-orderness-s", str(config.out_of_orderness_s),
+        "--expiry-grace-s", str(config.expiry_grace_s),
         "--group-id", config.group_id,
     ]  # fmt: skip
 
@@ -184,7 +241,6 @@ def _peer_args(config: JobConfig) -> list[str]:
 @dataclass
 class DictLoop(Subprocess):
     name = "kafka-python dict loop"
-    records_per_output = 5
 
     def command(self, config: JobConfig) -> list[str]:
         return [str(PYTHON), "-m", "bench.peers.dict_loop", *_peer_args(config)]
@@ -193,7 +249,6 @@ class DictLoop(Subprocess):
 @dataclass
 class Faust(Subprocess):
     name = "faust-streaming app"
-    records_per_output = 5
 
     def command(self, config: JobConfig) -> list[str]:
         return [str(FAUST_PYTHON), "bench/peers/faust_app.py", "worker", "-l", "warning"]
@@ -206,6 +261,8 @@ class Faust(Subprocess):
             "PEER_AGGREGATED_TOPIC": config.aggregated_topic,
             "PEER_EXPIRED_TOPIC": config.expired_topic,
             "PEER_TIMEOUT_S": str(config.timeout_s),
+            "PEER_OUT_OF_ORDERNESS_S": str(config.out_of_orderness_s),
+            "PEER_EXPIRY_GRACE_S": str(config.expiry_grace_s),
             "PEER_APP_ID": config.group_id,
             "PEER_DATA_DIR": str(RUN / "bench" / f"faust-{config.group_id}"),
         }

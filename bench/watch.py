@@ -1,11 +1,12 @@
 """Watches a system's output topics as a `read_committed` consumer would.
 
-Counts every output record as it becomes visible, samples the input records a system reports
-done (Flink's source metric: exactly-once output only shows at checkpoints, in steps), and,
-for records of a tagged batch, the completion latency: visibility time minus the last
-part's Kafka timestamp (`last_event_time` in an aggregate; the record timestamp for the
-copy job, which writes one output per input). CPU of the system's processes is sampled
-alongside, so CPU per record covers exactly the steady window.
+Counts every output record as it becomes visible (aggregates and partials alike, for every
+system: the same clock for all), keeps the output values of a throughput run so they can be
+checked against the workload afterwards, and, for records of a tagged batch, the completion
+latency: visibility time minus the last part's Kafka timestamp (`last_event_time` in an
+aggregate; the record timestamp for the copy job, which writes one output per input). CPU
+of the system's processes is sampled alongside, so CPU per record covers exactly the
+windows the figures use.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, TopicPartition
 
 
+class SystemGone(RuntimeError):
+    """The system under test stopped (exited, or its Flink job failed) before its outputs."""
+
+
 @dataclass
 class Sample:
     at: float  # wall-clock seconds
     outputs: int  # output records seen so far
     cpu_s: float  # the system's CPU seconds so far
-    progress: int | None = None  # input records the system reports done, if it can tell
 
 
 @dataclass
@@ -32,8 +36,9 @@ class Watcher:
     bootstrap: str
     topics: list[str]
     cpu: Callable[[], float]
-    progress: Callable[[], int | None] = lambda: None
     samples: list[Sample] = field(default_factory=list)
+    keep: bool = False  # keep every output value in `values` (the throughput run's check)
+    values: list[bytes] = field(default_factory=list)
     _latency_tag: str | None = None
     _latencies: list[float] = field(default_factory=list)
     processing: list[float] = field(default_factory=list)  # emitted_at - last part, ms
@@ -77,7 +82,7 @@ class Watcher:
         return len(self.samples) - 1
 
     def _sample(self) -> Sample:
-        return Sample(time.time(), self._count, self.cpu(), self.progress())
+        return Sample(time.time(), self._count, self.cpu())
 
     def measure_latency(self, tag: str) -> list[float]:
         """From now on, latencies (ms) of outputs whose transaction starts with `tag`."""
@@ -94,12 +99,13 @@ class Watcher:
         failure: Callable[[], str | None] = lambda: None,
     ) -> bool:
         """Until `count` outputs (and `latencies` latencies) were seen; False after `timeout`.
-        Raises at once if the watcher fails or `failure()` says the system is gone."""
+        Raises at once if the watcher fails, and `SystemGone` if `failure()` says the system
+        can no longer produce output."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._raise_error()
             if (why := failure()) is not None:
-                raise RuntimeError(why)
+                raise SystemGone(why)
             if self._count >= count and (latencies is None or len(self._latencies) >= latencies):
                 return True
             time.sleep(0.2)
@@ -122,6 +128,8 @@ class Watcher:
             seen = time.time()
             for records in batches.values():
                 self._count += len(records)
+                if self.keep:
+                    self.values.extend(r.value for r in records)
                 if self._latency_tag is not None:
                     self._record_latencies(records, seen)
             if seen - last_sample >= 0.5:
@@ -134,6 +142,8 @@ class Watcher:
             value = json.loads(record.value)
             if not value.get("transaction", "").startswith(self._latency_tag):
                 continue
+            if value.get("status", "complete") != "complete":
+                continue  # a latency transaction that expired has no completion latency
             sent = value.get("last_event_time", record.timestamp)
             self._latencies.append(seen * 1000 - sent)
             if "emitted_at" in value:  # the system's own share, before output is committed
@@ -155,3 +165,23 @@ def _partitions(consumer: KafkaConsumer, topics: list[str], timeout: float) -> l
             missing = [t for t, ps in known.items() if not ps]
             raise TimeoutError(f"no partitions known for {missing} after {timeout} s")
         time.sleep(0.5)
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float) -> list[bytes]:
+    """The values of a topic from its beginning as `read_committed` sees them: until `count`
+    were read, or until `timeout` seconds passed."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+    )
+    try:
+        partitions = _partitions(consumer, [topic], timeout=timeout)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(values) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                values.extend(r.value for r in records)
+        return values
+    finally:
+        consumer.close()

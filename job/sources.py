@@ -24,6 +24,8 @@ KEYED_RECORD = Types.ROW_NAMED(
 )  # fmt: skip
 
 
+REFERENCE_IDLE_TIMEOUT = "1 s"
+
 # Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
 MAX_EVENT_TIME_MS = 253_402_300_799_999
 
@@ -102,6 +104,10 @@ def reference_options(config: JobConfig) -> dict[str, str]:
         "key.fields": "k",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
+        # Mostly silent: idle after a second, so it never holds back the event time of the
+        # transactions (with the job's idleness, 30 s by default, every partial of a job's
+        # first 30 s expired by the wall-clock fallback instead).
+        "scan.watermark.idle-timeout": REFERENCE_IDLE_TIMEOUT,
     }
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"

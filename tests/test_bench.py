@@ -1,6 +1,8 @@
-"""A smoke run of the benchmark on the session's broker and cluster: tiny N, seconds of
-load, every system. It checks the benchmark measures what it claims (every output counted,
-a latency for every transaction sent, state held and released), not how fast anything is.
+"""A smoke run of the benchmark on the session's broker and cluster: tiny N, one run each,
+seconds of load, every system. It checks the benchmark measures what it claims (every
+correlator's outputs checked against the workload: complete and expired counts, each
+output's types and parts; our job's dead letters by reason; a latency for every transaction
+sent; state held and released), not how fast anything is.
 """
 
 from __future__ import annotations
@@ -29,23 +31,43 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
         transactions=300,
         latency_seconds=2,
         in_flight=(200,),
-        timeout_s=30,
         settle_s=0,
+        repeat=1,
         systems=systems,
         out=tmp_path,
     )
     results = run(settings, kafka, flink)
 
+    assert results["incomplete_transactions"] == 30 and results["malformed_records"] > 0
     assert [s["name"] for s in results["systems"]][0].startswith("Flink job")
     assert len(results["systems"]) == len(systems)
     for system in results["systems"]:
-        assert system["outputs"] == system["expected_outputs"], (system["name"], _logs())
-        assert system["throughput"]["records_per_s"] > 0, system["name"]
-        assert system["throughput"]["cpu_s_per_1k"] > 0, system["name"]
+        name = system["name"]
+        (only,) = system["runs"]
+        assert only["status"] == "complete", (name, only.get("error"), only.get("check"), _logs())
+        assert system["status"] == "complete", name
+        assert only["outputs"] == only["expected_outputs"], name
+        if name.startswith("Flink SQL copy"):  # one output per input record: its count only
+            assert only["expected_outputs"] == results["records"], name
+        else:
+            check = only["check"]
+            assert check["ok"], (name, check)
+            assert check["complete"] == check["expected_complete"] == 270, name
+            assert check["expired"] == check["expected_expired"] == 30, name
+        throughput = system["throughput"]
+        assert throughput["records_per_s"] > 0, name
+        assert throughput["cpu_s_per_1k"] > 0, name
+        assert throughput["whole_run_records_per_s"] > 0, name
+        assert only["phases"]["last_output_s"] == pytest.approx(throughput["whole_run_s"])
         for load in ("50", "90"):
             latency = system["latency"][load]
-            assert latency["count"] == latency["expected"], (system["name"], load)
-            assert 0 < latency["p50_ms"] <= latency["p99_ms"], (system["name"], load)
+            assert latency["count"] == latency["expected"], (name, load)
+            assert 0 < latency["p50_ms"] <= latency["p99_ms"], (name, load)
+
+    ours = results["systems"][0]["runs"][0]
+    letters = ours["dead_letters"]
+    assert letters["count"] == letters["expected"] == results["malformed_records"]
+    assert letters["reasons"] == letters["expected_reasons"]
 
     (held,) = results["in_flight"]
     assert held["transactions"] == 200
@@ -57,4 +79,5 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["transactions"] == 300
     table = (tmp_path / "results.md").read_text()
     assert all(s["name"] in table for s in results["systems"])
+    assert "270 complete, 30 expired" in table
     assert tmp_path / "results.md" in written

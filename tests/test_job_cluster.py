@@ -84,3 +84,28 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
         assert flink.api.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink.api.cancel(job_id)
+
+
+def test_the_silent_reference_topic_does_not_hold_back_event_time(flink, topics):
+    """With the job's default idleness (30 s) a partial sent right after the start expires by
+    event time under live input: the reference topic, silent here, goes idle within a second
+    instead of holding the watermark back until the input's idleness."""
+    config = topics.live(idleness_s=30)
+    rng = random.Random(31)
+    job_id = submit(flink, config.to_args())
+    try:
+        flink.api.wait_until_running(job_id)
+        partial = plan(config.types, rng, omit=4, prefix="tx-early")
+        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+            producer.send_all([partial])
+            seconds = config.timeout_s + config.out_of_orderness_s + 3
+            producer.send_all(load_plans(int(seconds * 50), config.types, 0, 0, rng), rate=50)
+        found = read_topics(
+            config.bootstrap_servers, [config.expired_topic],
+            until=lambda rs: any(r.value["transaction"] == partial.id for r in rs),
+            timeout_s=60,
+        )  # fmt: skip
+        closed = next(r for r in found if r.value["transaction"] == partial.id)
+        assert closed.value["expired_by"] == "event_time"
+    finally:
+        flink.api.cancel(job_id)
