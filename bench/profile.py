@@ -40,7 +40,6 @@ from bench.run import (
     fresh_config,
     head_pause_s,
     plan_backlog,
-    start_fresh,
 )
 from bench.systems import FlinkCorrelator
 from bench.watch import Watcher
@@ -310,13 +309,7 @@ def profile(settings: ProfileSettings, broker, cluster: FlinkCluster) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    broker, cluster = bench_services()
-    cluster.taskmanagers = 1  # one TaskManager: the one process to sample
-    try:
-        start_fresh(broker, cluster)
+    with bench_services(taskmanagers=1) as (broker, cluster):  # the one process to sample
         path = profile(settings, broker, cluster)
-    finally:
-        cluster.stop()
-        broker.stop()
     print(path.read_text())
     print(f"written: {path}, {path.with_name('profile.raw')}", file=sys.stderr)

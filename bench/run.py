@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
@@ -32,7 +33,7 @@ from bench import figures, report, workload
 from bench.procs import cpu_seconds, rss_bytes
 from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, System
 from bench.watch import SystemGone, Watcher, read_topic
-from job.config import JobConfig
+from job.config import AT_LEAST_ONCE, JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import ROOT
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--systems",
         default=",".join(defaults.systems),
         help="which to run: ours, ours-heap-timers, ours-p2, ours-process, "
-        "ours-small-bundles, copy, faust, dict",
+        "ours-small-bundles, ours-hashmap, ours-alo, copy, faust, dict",
     )
     parser.add_argument(
         "--out",
@@ -206,6 +207,16 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
             cluster,
             options={"state.backend.rocksdb.timer-service.factory": "HEAP"},
             label="Flink job, timers on the heap",
+        ),
+        "ours-hashmap": lambda: FlinkCorrelator(
+            cluster,
+            options={"state.backend.type": "hashmap"},
+            label="Flink job, hashmap state",
+        ),
+        "ours-alo": lambda: FlinkCorrelator(
+            cluster,
+            job_options={"delivery_guarantee": AT_LEAST_ONCE},
+            label="Flink job, at-least-once",
         ),
         "copy": lambda: FlinkSqlCopy(cluster),
         "faust": Faust,
@@ -582,35 +593,33 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
     return results
 
 
-def bench_services() -> tuple[KafkaBroker, FlinkCluster]:
-    """The benchmark's own broker and cluster (metrics refreshed every second, not 10)."""
+@contextlib.contextmanager
+def bench_services(taskmanagers: int = 2) -> Iterator[tuple[KafkaBroker, FlinkCluster]]:
+    """The benchmark's own broker and cluster (metrics refreshed every second, not 10),
+    started from empty and stopped at the end."""
     broker = KafkaBroker(port=29092, controller_port=29093, heap="1g")
     cluster = FlinkCluster(
         rest_port=28081,
         rpc_port=26123,
-        taskmanagers=2,
+        taskmanagers=taskmanagers,
         settings={"metrics.fetcher.update-interval": "1000"},
     )
-    return broker, cluster
-
-
-def start_fresh(broker: KafkaBroker, cluster: FlinkCluster) -> None:
-    for service in (cluster, broker):
-        service.stop()
-        shutil.rmtree(service.home, ignore_errors=True)
-    broker.start()
-    cluster.start()
+    try:
+        for service in (cluster, broker):
+            service.stop()
+            shutil.rmtree(service.home, ignore_errors=True)
+        broker.start()
+        cluster.start()
+        yield broker, cluster
+    finally:
+        cluster.stop()
+        broker.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    broker, cluster = bench_services()
-    try:
-        start_fresh(broker, cluster)
+    with bench_services() as (broker, cluster):
         results = run(settings, broker, cluster)
-    finally:
-        cluster.stop()
-        broker.stop()
     paths = report.write(results, settings.out)
     print(report.markdown(results))
     print("written: " + ", ".join(str(p) for p in paths), file=sys.stderr)

@@ -96,6 +96,7 @@ class FlinkCorrelator(System):
     cluster: FlinkCluster
     parallelism: int = 1
     options: dict[str, str] = field(default_factory=dict)  # per-job Flink settings (`-D`)
+    job_options: dict = field(default_factory=dict)  # JobConfig fields of this variant
     label: str = ""
     job_id: str | None = None
     _checked_at: float = 0.0
@@ -111,7 +112,8 @@ class FlinkCorrelator(System):
         return config.checkpoint_interval_s or flink_checkpoint_interval_s()
 
     def start(self, config: JobConfig) -> None:
-        self.job_id = self.submit(replace(config, parallelism=self.parallelism))
+        config = replace(config, parallelism=self.parallelism, **self.job_options)
+        self.job_id = self.submit(config)
         self.cluster.api.wait_until_running(self.job_id)
 
     def submit(self, config: JobConfig) -> str:

@@ -69,18 +69,7 @@ def test_live_job_emits_every_transaction_exactly_once(flink, topics):
         expired = [r.value for r in outputs if r.topic == config.expired_topic]
         assert {v["expired_by"] for v in expired} == {"wall_clock"}
         # Under live input the watermark passes a partial's deadline first: event time.
-        partial = plan(config.types, rng, omit=4, prefix="tx-live")
-        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
-            producer.send_all([partial])
-            seconds = config.timeout_s + config.out_of_orderness_s + 3
-            producer.send_all(load_plans(int(seconds * 50), config.types, 0, 0, rng), rate=50)
-        found = read_topics(
-            config.bootstrap_servers, [config.expired_topic],
-            until=lambda rs: any(r.value["transaction"] == partial.id for r in rs),
-            timeout_s=60,
-        )  # fmt: skip
-        closed = next(r for r in found if r.value["transaction"] == partial.id)
-        assert closed.value["expired_by"] == "event_time"
+        assert _expired_by_under_live_input(config, rng, "tx-live") == "event_time"
         assert flink.api.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         flink.api.cancel(job_id)
@@ -95,17 +84,22 @@ def test_the_silent_reference_topic_does_not_hold_back_event_time(flink, topics)
     job_id = submit(flink, config.to_args())
     try:
         flink.api.wait_until_running(job_id)
-        partial = plan(config.types, rng, omit=4, prefix="tx-early")
-        with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
-            producer.send_all([partial])
-            seconds = config.timeout_s + config.out_of_orderness_s + 3
-            producer.send_all(load_plans(int(seconds * 50), config.types, 0, 0, rng), rate=50)
-        found = read_topics(
-            config.bootstrap_servers, [config.expired_topic],
-            until=lambda rs: any(r.value["transaction"] == partial.id for r in rs),
-            timeout_s=60,
-        )  # fmt: skip
-        closed = next(r for r in found if r.value["transaction"] == partial.id)
-        assert closed.value["expired_by"] == "event_time"
+        assert _expired_by_under_live_input(config, rng, "tx-early") == "event_time"
     finally:
         flink.api.cancel(job_id)
+
+
+def _expired_by_under_live_input(config, rng, prefix: str) -> str:
+    """Sends a partial, then complete transactions at 50/s for longer than its timeout;
+    returns which timer closed the partial."""
+    partial = plan(config.types, rng, omit=4, prefix=prefix)
+    with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
+        producer.send_all([partial])
+        seconds = config.timeout_s + config.out_of_orderness_s + 3
+        producer.send_all(load_plans(int(seconds * 50), config.types, 0, 0, rng), rate=50)
+    found = read_topics(
+        config.bootstrap_servers, [config.expired_topic],
+        until=lambda rs: any(r.value["transaction"] == partial.id for r in rs),
+        timeout_s=60,
+    )  # fmt: skip
+    return next(r.value["expired_by"] for r in found if r.value["transaction"] == partial.id)
