@@ -101,7 +101,7 @@ class _FlinkTransactionState:
         self.closed_until = 0
 
     def load(self, now_ms: int) -> None:
-        self.open = None
+        self.open = None  # not the previous key's, should the read below raise
         self.open = self._deadlines.value()
         if self.open is None:
             self.held = ()
