@@ -34,6 +34,7 @@ from bench.procs import cpu_seconds, rss_bytes
 from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, System
 from bench.watch import SystemGone, Watcher, read_topic
 from job.config import AT_LEAST_ONCE, JobConfig
+from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import ROOT
@@ -455,7 +456,7 @@ def _checkpoint_after(cluster: FlinkCluster, job_id: str, after_ms: float, timeo
     raise TimeoutError(f"no checkpoint of {job_id} completed in {timeout} s")
 
 
-IN_FLIGHT_COUNTERS = ("transactions_in_flight", "aggregated", "closed_markers")
+IN_FLIGHT_COUNTERS = (IN_FLIGHT, AGGREGATED, CLOSED_MARKERS)
 
 
 def job_counters(cluster: FlinkCluster, job_id: str) -> dict[str, float]:
@@ -507,23 +508,23 @@ def measure_in_flight(
     job.start(config)
     try:
         wait_s = 120 + count * len(held) / 1000
-        metrics = wait_for_counters(
-            cluster, job.job_id, lambda m: m.get("transactions_in_flight") == count, wait_s
+        counters = wait_for_counters(
+            cluster, job.job_id, lambda m: m.get(IN_FLIGHT) == count, wait_s
         )
-        if metrics.get("transactions_in_flight") != count:
-            raise RuntimeError(f"only {metrics.get('transactions_in_flight')} in flight")
+        if counters.get(IN_FLIGHT) != count:
+            raise RuntimeError(f"only {counters.get(IN_FLIGHT)} in flight")
         holding = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
         rss = rss_bytes(cluster.running_taskmanagers())
         drain_started = time.monotonic()
         workload.preload(broker.bootstrap, config.topic_prefix, last, count, tag)
-        metrics = wait_for_counters(
-            cluster, job.job_id, lambda m: m.get("aggregated") == count, wait_s
+        counters = wait_for_counters(
+            cluster, job.job_id, lambda m: m.get(AGGREGATED) == count, wait_s
         )
         drain_s = time.monotonic() - drain_started
-        metrics = wait_for_counters(
+        counters = wait_for_counters(
             cluster,
             job.job_id,
-            lambda m: m.get("aggregated") == count and m.get("closed_markers") == 0,
+            lambda m: m.get(AGGREGATED) == count and m.get(CLOSED_MARKERS) == 0,
             wait_s + retention_s,
         )
         after = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
@@ -540,8 +541,8 @@ def measure_in_flight(
         "rss_after_mb": rss_after / MB,
         "state_after_mb": after["state_size"] / MB,
         "checkpoint_after_ms": after.get("end_to_end_duration"),
-        "aggregated_after": metrics.get("aggregated"),
-        "in_flight_after": metrics.get("transactions_in_flight"),
+        "aggregated_after": counters.get(AGGREGATED),
+        "in_flight_after": counters.get(IN_FLIGHT),
     }
 
 

@@ -94,7 +94,10 @@ def summarize(value: dict) -> str:
     """One line per output record, for the demo."""
     if "status" in value:
         missing = f" missing={','.join(value['missing'])}" if value["missing"] else ""
-        return f"{value['transaction']} {value['status']} types={','.join(value['types'])}{missing}"
+        kind = f" kind={value['kind']}" if value.get("kind") else ""
+        amends = f" amends={value['amends']}" if value.get("amends") else ""
+        types = ",".join(value["types"])
+        return f"{value['transaction']} {value['status']} types={types}{missing}{kind}{amends}"
     if "reason" in value:
         return f"{value['reason']}: {value['detail']} ({value['topic']}@{value['offset']})"
     return f"{value.get('transaction')} late {value.get('type')} after {value.get('final_status')}"

@@ -70,7 +70,7 @@ class TransactionProducer:
         started = time.monotonic()
         for index, tx in enumerate(plans, 1):
             for record_type in tx.sent_types:
-                self.send_record(record_type, record_value(tx.id, record_type))
+                self.send_record(record_type, record_value(tx.id, record_type, tx.kind))
                 if max_delay:
                     time.sleep(self.rng.uniform(0, max_delay))
             ahead = index / rate - (time.monotonic() - started)

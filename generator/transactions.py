@@ -17,6 +17,7 @@ class Transaction:
     id: str
     sent_types: tuple[str, ...]  # in send order
     omitted: tuple[str, ...] = field(default=())
+    kind: str | None = None  # named by every part (rules per kind), or by none
 
     @property
     def complete(self) -> bool:
@@ -27,9 +28,11 @@ def new_id(prefix: str = "tx") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def record_value(transaction: str, record_type: str) -> dict:
-    """The original proof of concept's record: the transaction id and a log line."""
-    return {"transaction": transaction, "log": f"{record_type} handled {transaction}"}
+def record_value(transaction: str, record_type: str, kind: str | None = None) -> dict:
+    """The original proof of concept's record: the transaction id and a log line (and the
+    transaction's kind, for rules per kind)."""
+    value = {"transaction": transaction, "log": f"{record_type} handled {transaction}"}
+    return value if kind is None else {**value, "kind": kind}
 
 
 def plan(
@@ -38,14 +41,16 @@ def plan(
     shuffle: bool = False,
     omit: int = 0,
     prefix: str = "tx",
+    kind: str | None = None,
 ) -> Transaction:
-    """One transaction: all types, optionally shuffled, with `omit` random types left out."""
+    """One transaction: all `types`, optionally shuffled, with `omit` random types left out."""
     chosen = list(types)
     omitted = tuple(rng.sample(chosen, omit)) if omit else ()
     sent = [t for t in chosen if t not in omitted]
     if shuffle:
         rng.shuffle(sent)
-    return Transaction(new_id(prefix), tuple(sent), tuple(t for t in types if t in omitted))
+    omitted = tuple(t for t in types if t in omitted)
+    return Transaction(new_id(prefix), tuple(sent), omitted, kind)
 
 
 def load_plans(

@@ -15,6 +15,7 @@ from enum import Enum, StrEnum
 from typing import Protocol
 
 from job.records import DUPLICATE, DeadLetter, Event, printable, to_json
+from job.rules import Rule, RuleSet
 
 
 class Outcome(StrEnum):
@@ -38,6 +39,16 @@ class Verdict(Enum):
     COMPLETE = "complete"  # the last missing part: emit now
     DUPLICATE = "duplicate"  # a type already held: keep the first, dead-letter this one
     LATE = "late"  # the transaction was already emitted
+    AMENDED = "amended"  # late-policy amend: a new part for an expired partial, emitted again
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What a closed transaction remembers until its retention ends."""
+
+    status: str
+    kind: str | None = None
+    amends: int = 0  # how often its partial was amended (late-policy amend)
 
 
 @dataclass(frozen=True)
@@ -66,14 +77,16 @@ class Step:
 
 
 class TransactionState(Protocol):
-    """One transaction's state: the parts held while open, a status once closed."""
+    """One transaction's state: the parts and kind held while open, what it closed with
+    once closed (and, with late-policy amend, the parts of an expired partial)."""
 
-    def held_types(self) -> list[str]: ...
-    def add_part(self, record_type: str, part: Part) -> None: ...
+    def held_types(self) -> list[str]: ...  # of an open transaction; [] once closed
+    def kind(self) -> str | None: ...  # of an open transaction, once a part named it
+    def add_part(self, record_type: str, part: Part, kind: str | None) -> None: ...
     def parts(self) -> dict[str, Part]: ...
     def clear_parts(self) -> None: ...
-    def closed_status(self) -> str | None: ...
-    def mark_closed(self, status: str) -> None: ...
+    def closed(self) -> Closed | None: ...
+    def mark_closed(self, closed: Closed) -> None: ...
 
 
 def classify(
@@ -98,43 +111,103 @@ def _unchanged(record: dict) -> dict:
     return record
 
 
+def as_rules(rules: RuleSet | Collection[str]) -> RuleSet:
+    """A rule set; a collection of types is the rule set that requires all of them."""
+    if isinstance(rules, RuleSet):
+        return rules
+    return RuleSet(Rule(tuple(rules), 0))
+
+
 def on_event(
     state: TransactionState,
     event: Event,
-    expected: Collection[str],
+    rules: RuleSet | Collection[str],
     now_ms: int,
     enricher: Enricher = _unchanged,
+    amend: bool = False,
 ) -> Step:
-    """Applies one record to its transaction; the caller starts timers on OPENED."""
+    """Applies one record to its transaction; the caller starts or moves timers on OPENED
+    and HELD.
+
+    The transaction's kind is the first one a part names (later parts naming another kind
+    do not change it); until a part names one, the default rule applies. Each decision
+    uses the rules in force at that moment.
+    """
+    rules = as_rules(rules)
     held = state.held_types()
-    # Closing drops the parts, so a transaction holding parts is open: one state read saved
-    # for every record but a transaction's first.
-    closed = None if held else state.closed_status()
-    verdict = classify(event.type, held, closed, expected)
+    # A transaction holding parts is open: one state read saved for every record but a
+    # transaction's first.
+    closed = None if held else state.closed()
+    if closed is not None and amend and closed.status == Outcome.EXPIRED:
+        return _amend(state, event, closed, rules, now_ms, enricher)
+    kind = state.kind() if held else None
+    kind = kind or event.kind
+    rule = rules.rule(kind)
+    verdict = classify(event.type, held, closed and closed.status, rule.required)
     if verdict is Verdict.LATE:
         return Step(
-            verdict, Output(Outcome.LATE, kafka_key(event.transaction), late_record(event, closed))
+            verdict,
+            Output(Outcome.LATE, kafka_key(event.transaction), late_record(event, closed.status)),
         )
     if verdict is Verdict.DUPLICATE:
-        letter = DeadLetter(
-            DUPLICATE,
-            f"type {event.type} already held for this transaction; the first is kept",
-            event.value.encode(),
-            event.source,
-            event.transaction,
-        )
-        return Step(
-            verdict, Output(Outcome.DEAD_LETTER, kafka_key(event.transaction), letter.to_json())
-        )
-    s = event.source
-    part = Part(len(held), s.timestamp, event.value, s.partition, s.offset)
+        return Step(verdict, _duplicate(event))
+    part = _part(event, len(held))
     if verdict is Verdict.COMPLETE:  # the last part never goes to state: it closes at once
         output = close(
-            state, event.transaction, expected, Outcome.COMPLETE, now_ms, enricher, part, event.type
-        )
+            state, event.transaction, rule.required, Outcome.COMPLETE, now_ms, enricher,
+            part, event.type, kind=kind, rule_version=rules.version,
+        )  # fmt: skip
         return Step(verdict, output)
-    state.add_part(event.type, part)
+    state.add_part(event.type, part, kind)
     return Step(verdict, None)
+
+
+def _part(event: Event, seq: int) -> Part:
+    s = event.source
+    return Part(seq, s.timestamp, event.value, s.partition, s.offset)
+
+
+def _duplicate(event: Event) -> Output:
+    letter = DeadLetter(
+        DUPLICATE,
+        f"type {event.type} already held for this transaction; the first is kept",
+        event.value.encode(),
+        event.source,
+        event.transaction,
+    )
+    return Output(Outcome.DEAD_LETTER, kafka_key(event.transaction), letter.to_json())
+
+
+def _amend(
+    state: TransactionState,
+    event: Event,
+    closed: Closed,
+    rules: RuleSet,
+    now_ms: int,
+    enricher: Enricher,
+) -> Step:
+    """Late-policy amend: a new part for an expired partial emits it again, complete if the
+    part completes it (its final record), else as an updated partial; `amends` counts the
+    amendments, so the latest record of a transaction is the one with the highest count."""
+    parts = state.parts()
+    if not parts:  # expired while the policy was route: nothing kept to amend
+        late = late_record(event, closed.status)
+        return Step(Verdict.LATE, Output(Outcome.LATE, kafka_key(event.transaction), late))
+    if event.type in parts:
+        return Step(Verdict.DUPLICATE, _duplicate(event))
+    kind = closed.kind or event.kind
+    rule = rules.rule(kind)
+    parts[event.type] = _part(event, len(parts))
+    status = Outcome.COMPLETE if rule.is_complete(parts) else Outcome.EXPIRED
+    record = build_aggregate(event.transaction, parts, rule.required, status, now_ms)
+    record.update(kind=kind, rule_version=rules.version, amends=closed.amends + 1)
+    record, value = render_aggregate(record, enricher)
+    if status == Outcome.COMPLETE:
+        state.clear_parts()  # complete is final: later parts are late
+    else:
+        state.add_part(event.type, parts[event.type], kind)
+    state.mark_closed(Closed(status, kind, closed.amends + 1))
+    return Step(Verdict.AMENDED, Output(status, kafka_key(event.transaction), value, record))
 
 
 def close(
@@ -147,9 +220,13 @@ def close(
     last: Part | None = None,
     last_type: str = "",
     expired_by: str | None = None,
+    kind: str | None = None,
+    rule_version: int = 0,
+    keep_parts: bool = False,
 ) -> Output:
-    """Emits the transaction (with `last`, a part not in state yet), then drops its parts and
-    remembers how it closed.
+    """Emits the transaction (with `last`, a part not in state yet), then drops its parts
+    (unless `keep_parts`: late-policy amend keeps an expired partial's) and remembers how
+    it closed.
 
     The state changes only after the output exists: if anything before raises, the
     transaction is as it was and the caller's dead letter accounts for the record.
@@ -158,11 +235,13 @@ def close(
     if last is not None:
         parts[last_type] = last
     record = build_aggregate(transaction, parts, expected, status, now_ms)
+    record.update(kind=kind, rule_version=rule_version)
     if expired_by is not None:
         record["expired_by"] = expired_by
     record, value = render_aggregate(record, enricher)
-    state.clear_parts()
-    state.mark_closed(status)
+    if not keep_parts:
+        state.clear_parts()
+    state.mark_closed(Closed(status, kind))
     return Output(Outcome(status), kafka_key(transaction), value, record)
 
 
@@ -225,16 +304,20 @@ def on_timer(
     return TimerDecision(TimerAction.IGNORE)
 
 
-def closed_marker(status: str, until_ms: int) -> str:
-    """What a closed transaction keeps: its status and the end of its retention."""
-    return f"{status}@{until_ms}"
+def closed_marker(closed: Closed, until_ms: int) -> str:
+    """What a closed transaction keeps in state: `status@retention end[@amends@kind]`
+    (the short form when there is neither, as most transactions)."""
+    if not closed.amends and closed.kind is None:
+        return f"{closed.status}@{until_ms}"
+    return f"{closed.status}@{until_ms}@{closed.amends}@{closed.kind or ''}"
 
 
-def read_closed_marker(marker: str) -> tuple[str, int]:
-    """(status, retention end) of a closed marker; a marker without the end (written before
-    it was stored) reads as retention end 0."""
-    status, _, until = marker.partition("@")
-    return status, int(until) if until else 0
+def read_closed_marker(marker: str) -> tuple[Closed, int]:
+    """(what the transaction closed with, retention end) of a closed marker. Markers of
+    earlier versions read too: `status@until` (no amendments, no kind) and `status`
+    (retention end 0, which the next wall-clock timer ends)."""
+    status, until, amends, kind = (marker.split("@", 3) + ["", "", ""])[:4]
+    return Closed(status, kind or None, int(amends or 0)), int(until or 0)
 
 
 def deferred_fallback(now_ms: int, last_input_ms: int, grace_ms: int) -> int | None:
@@ -250,9 +333,18 @@ def deferred_fallback(now_ms: int, last_input_ms: int, grace_ms: int) -> int | N
     return None if quiet_for >= grace_ms else now_ms + (grace_ms - quiet_for)
 
 
-def expiry_deadline(first_event_time: int, timeout_ms: int) -> int:
-    """Event time at which a partial expires: its first part plus the timeout."""
-    return first_event_time + timeout_ms
+def deadlines(
+    rule: Rule, first_ms: int, last_ms: int, part_ms: int, now_ms: int, grace_ms: int
+) -> tuple[int, int]:
+    """(event-time deadline, wall-clock fallback) of an open transaction after a part with
+    event time `part_ms`; `first_ms` and `last_ms` are its parts' earliest and latest.
+
+    The fallback fires `grace_ms` after the event-time deadline would be reached if event
+    time kept pace with the wall clock from this part on: `timeout + grace` after a
+    transaction's first part, and after each part in since-last mode.
+    """
+    event_at = rule.deadline(first_ms, last_ms)
+    return event_at, now_ms + max(event_at - part_ms, 0) + grace_ms
 
 
 def build_aggregate(
@@ -269,7 +361,7 @@ def build_aggregate(
     return {
         "transaction": transaction,
         "status": status,
-        "types": [t for t in expected if t in parts],
+        "types": [t for t in expected if t in parts] + [t for t in arrival if t not in expected],
         "missing": [t for t in expected if t not in parts],
         "parts": {t: json.loads(parts[t].value) for t in arrival},
         "sources": {

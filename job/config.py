@@ -11,8 +11,12 @@ from typing import ClassVar
 
 import javaproperties
 
+from job.rules import SINCE_FIRST, TIMEOUT_MODES, RuleSet, default_rules, read_rules
+
 DEFAULT_TYPES = ("TypeA", "TypeB", "TypeC", "TypeD", "TypeE")
 EXACTLY_ONCE, AT_LEAST_ONCE = "exactly-once", "at-least-once"
+ROUTE, AMEND = "route", "amend"
+LATE_POLICIES = (ROUTE, AMEND)
 DEFAULT_PARTITIONS = 3  # of each input and output topic, where the job's tools create them
 
 
@@ -94,6 +98,37 @@ class JobConfig:
         default=600.0,
         metadata={"help": "how long a closed transaction is remembered to catch late records"},
     )
+    timeout_mode: str = field(
+        default=SINCE_FIRST,
+        metadata={
+            "help": "since-first: a partial expires timeout after its first part; since-last: "
+            "after timeout without a new part (capped by --max-duration-s)",
+            "choices": TIMEOUT_MODES,
+        },
+    )
+    max_duration_s: float = field(
+        default=0.0,
+        metadata={"help": "since-last: expire at most this long after the first part (0: no cap)"},
+    )
+    rules_file: str = field(
+        default="",
+        metadata={
+            "help": "YAML file of completeness rules per transaction kind (README, 'Rules per "
+            "kind'); empty: every type is required, with the timeout options above"
+        },
+    )
+    kind_field: str = field(
+        default="kind",
+        metadata={"help": "field of a record's value that names its transaction's kind"},
+    )
+    late_policy: str = field(
+        default=ROUTE,
+        metadata={
+            "help": "route: a part of a closed transaction goes to the late topic; amend: a part "
+            "for an expired partial, within the closed retention, emits the partial amended",
+            "choices": LATE_POLICIES,
+        },
+    )
     max_record_bytes: int = field(
         default=1_000_000, metadata={"help": "larger input records go to the dead-letter topic"}
     )
@@ -171,6 +206,16 @@ class JobConfig:
             transactional_id_prefix=tag,
             **overrides,
         )
+
+    def option_rules(self) -> RuleSet:
+        """The rules the options alone give: every type, the timeout options."""
+        return default_rules(self.types, self.timeout_s, self.timeout_mode, self.max_duration_s)
+
+    def rules(self) -> RuleSet:
+        """The rules at start: the rules file over the options, or the options alone.
+        Raises `job.rules.RulesError` for a file that cannot be used."""
+        base = self.option_rules()
+        return read_rules(Path(self.rules_file), base, self.types) if self.rules_file else base
 
     def topic_of(self, record_type: str) -> str:
         """The input topic of a record type (`type_of` is the way back)."""
@@ -302,8 +347,14 @@ def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None, cls: type = JobConfig):
-    namespace = build_parser(cls).parse_args(argv)
-    return cls(**vars(namespace))
+    parser = build_parser(cls)
+    config = cls(**vars(parser.parse_args(argv)))
+    if cls is JobConfig:
+        try:
+            config.rules()  # a bad rules file fails at submission, saying why
+        except ValueError as error:
+            parser.error(str(error))
+    return config
 
 
 def to_args(config) -> list[str]:

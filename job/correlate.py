@@ -29,10 +29,21 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from job import aggregate, enrich
-from job.aggregate import Outcome, Output, Part, TimerAction, Verdict
-from job.config import JobConfig
-from job.metrics import Tally
+from job import aggregate, enrich, metrics
+from job.aggregate import Closed, Outcome, Output, Part, TimerAction, Verdict
+from job.config import AMEND, JobConfig
+from job.metrics import (
+    CLOSED_MARKERS,
+    COUNTERS,
+    DEAD_LETTERS,
+    ENRICH_ERRORS,
+    EXPIRED,
+    IN_FLIGHT,
+    INTERNAL_ERRORS,
+    RECORDS_IN,
+    REFERENCE_ERRORS,
+    Tally,
+)
 from job.records import (
     INTERNAL_ERROR,
     DeadLetter,
@@ -43,6 +54,7 @@ from job.records import (
     parse,
     to_json,
 )
+from job.rules import RULES_KEY, SINCE_LAST, RulesError, newer
 
 _STR, _INT, _LONG = Types.STRING(), Types.INT(), Types.LONG()
 
@@ -52,8 +64,9 @@ PARTS = MapStateDescriptor(
 )  # type -> (seq, event time, value, partition, offset)
 CLOSED = ValueStateDescriptor("closed", _STR)  # "status@retention end" of a closed transaction
 # An open transaction: (event-time deadline, wall-clock deadline, held types in arrival
-# order). Tuples are pickled in thread mode, so state written before the held types were
-# stored here, a 2-tuple, still reads (its held types come from the MapState's keys).
+# order, kind or None, first event time, last event time). Tuples are pickled in thread
+# mode, so state of earlier versions still reads: a 2-tuple (held types from the MapState's
+# keys) and a 3-tuple (no kind, event-time span unknown: its deadlines never move).
 DEADLINES = ValueStateDescriptor("deadlines", Types.PICKLED_BYTE_ARRAY())
 REFERENCE = MapStateDescriptor("reference", _STR, _STR)  # broadcast: type -> JSON object
 
@@ -88,38 +101,52 @@ def part_from_state(values) -> Part:
 class _FlinkTransactionState:
     """`aggregate.TransactionState` over the function's keyed state (current key).
 
-    `load` reads the small state once per record or timer: an open transaction's deadlines
-    and held types (`self.open`). The rules then ask for what they need; the shell writes the
-    deadlines back once, after the rules have decided (`save_open`).
+    `load` reads the small state once per record or timer: an open transaction's deadlines,
+    held types, kind and event-time span (`self.open`). The rules then ask for what they
+    need; the shell writes the open state back once, after the rules have decided
+    (`save_open`).
     """
 
     def __init__(self, parts, closed, deadlines, retention_ms: int):
         self._parts, self._closed, self._deadlines = parts, closed, deadlines
         self.retention_ms = retention_ms
-        self.open: tuple | None = None  # (event deadline, wall deadline[, held types])
+        self.open: tuple | None = None  # as stored: see DEADLINES
         self.held: tuple[str, ...] = ()
-        self.closed_until = 0
+        self.open_kind: str | None = None
+        self.span: tuple[int, int] | None = None  # (first, last) event time of the parts
+        self.closed_until = 0  # the retention end of a transaction closing now
+        self._marker_until = 0  # the retention end of the marker read last
 
     def load(self, now_ms: int) -> None:
         self.open = None  # not the previous key's, should the read below raise
-        self.open = self._deadlines.value()
-        if self.open is None:
-            self.held = ()
-        elif len(self.open) > 2:
-            self.held = self.open[2]
-        else:  # written before the held types were stored beside the deadlines
-            self.held = tuple(self._parts.keys())
+        self.open = open_ = self._deadlines.value()
+        if open_ is None:
+            self.held, self.open_kind, self.span = (), None, None
+        else:  # earlier versions stored (event, wall) and then (event, wall, held)
+            self.held = open_[2] if len(open_) > 2 else tuple(self._parts.keys())
+            self.open_kind = open_[3] if len(open_) > 3 else None
+            self.span = (open_[4], open_[5]) if len(open_) > 5 and open_[4] is not None else None
         self.closed_until = now_ms + self.retention_ms
 
     def held_types(self) -> list[str]:
         return list(self.held)
 
-    def add_part(self, record_type: str, part: Part) -> None:
+    def kind(self) -> str | None:
+        return self.open_kind
+
+    def add_part(self, record_type: str, part: Part, kind: str | None) -> None:
         self._parts.put(record_type, part_to_state(part))
+        at = part.event_time
+        if not self.held:
+            self.span = (at, at)
+        elif self.span is not None:  # None: opened by a version that did not store it
+            self.span = (min(self.span[0], at), max(self.span[1], at))
         self.held = (*self.held, record_type)
+        self.open_kind = kind
 
     def save_open(self, event_at: int, wall_at: int) -> None:
-        self._deadlines.update((event_at, wall_at, self.held))
+        span = self.span or (None, None)
+        self._deadlines.update((event_at, wall_at, self.held, self.open_kind, *span))
 
     def parts(self) -> dict[str, Part]:
         return {t: part_from_state(p) for t, p in self._parts.items()}
@@ -128,41 +155,35 @@ class _FlinkTransactionState:
         self._parts.clear()
         self.held = ()
 
-    def closed_status(self) -> str | None:
+    def closed_marker(self) -> tuple[Closed, int] | None:
+        """(what it closed with, retention end) of a closed transaction; None otherwise."""
         marker = self._closed.value()
-        return None if marker is None else aggregate.read_closed_marker(marker)[0]
+        if marker is None:
+            return None
+        closed, self._marker_until = aggregate.read_closed_marker(marker)
+        return closed, self._marker_until
 
-    def closed_marker_until(self) -> int | None:
-        marker = self._closed.value()
-        return None if marker is None else aggregate.read_closed_marker(marker)[1]
+    def closed(self) -> Closed | None:
+        marker = self.closed_marker()
+        return None if marker is None else marker[0]
 
-    def mark_closed(self, status: str) -> None:
-        self._closed.update(aggregate.closed_marker(status, self.closed_until))
+    def mark_closed(self, closed: Closed) -> None:
+        """An amendment keeps the retention of the first close: state stays bounded."""
+        until = self._marker_until if closed.amends else self.closed_until
+        self._closed.update(aggregate.closed_marker(closed, until))
 
-    def forget(self) -> None:
+    def forget(self, parts_too: bool) -> None:
         self._closed.clear()
+        if parts_too:
+            self._parts.clear()
 
 
-# Counter names, as the web UI and Prometheus show them under `correlate_transactions`.
-RECORDS_IN = "type.{}.records_in"
-DEAD_LETTERS = "dead_letters"
-IN_FLIGHT = "transactions_in_flight"
-CLOSED_MARKERS = "closed_markers"
 _OUTCOME_COUNTERS = {
-    Verdict.COMPLETE: "aggregated",
-    Verdict.DUPLICATE: "duplicates",
-    Verdict.LATE: "late",
+    Verdict.COMPLETE: metrics.AGGREGATED,
+    Verdict.DUPLICATE: metrics.DUPLICATES,
+    Verdict.LATE: metrics.LATE,
+    Verdict.AMENDED: metrics.AMENDED,
 }
-_COUNTERS = (
-    DEAD_LETTERS,
-    *_OUTCOME_COUNTERS.values(),
-    "expired",
-    "enrich_errors",
-    "internal_errors",
-    "reference_errors",
-    IN_FLIGHT,
-    CLOSED_MARKERS,
-)
 
 
 class Correlate(KeyedBroadcastProcessFunction):
@@ -172,10 +193,11 @@ class Correlate(KeyedBroadcastProcessFunction):
     def __init__(self, config: JobConfig, clock: Callable[[], int] | None = None):
         self.config = config
         self.clock = clock or _now_ms  # wall clock in epoch ms; tests pass a fake one
-        self.timeout_ms = int(config.timeout_s * 1000)
-        self.fallback_ms = int((config.timeout_s + config.expiry_grace_s) * 1000)
         self.retention_ms = int(config.closed_retention_s * 1000)
         self.grace_ms = int(config.expiry_grace_s * 1000)
+        self.amend = config.late_policy == AMEND
+        self.option_rules = config.option_rules()
+        self.rules = config.rules()  # the rules file is read where the job is built
 
     def open(self, runtime_context: RuntimeContext):
         self.topics = output_topics(self.config)
@@ -187,6 +209,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         )
         self.hook = enrich.load_hook(self.config.enrich_hook)
         self._reference: dict[str, dict] | None = None  # cache of the broadcast state
+        self._rules_restored = False  # rules from the reference topic, read once per start
         self.last_input_ms = self.clock()  # a (re)start counts as input: a backlog may follow
         self._open_metrics(runtime_context.get_metrics_group())
 
@@ -197,7 +220,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         embedded interpreter from that thread crashed a TaskManager (SIGSEGV in take_gil)
         when a job was cancelled. Counters live in Java and are safe to read anywhere.
         """
-        counters = {name: group.counter(name) for name in _COUNTERS}
+        counters = {name: group.counter(name) for name in COUNTERS}
         for t in self.config.types:
             counters[RECORDS_IN.format(t)] = group.add_group("type", t).counter("records_in")
         self.tally = Tally(counters, METRICS_EVERY_MS, self.clock())
@@ -219,8 +242,11 @@ class Correlate(KeyedBroadcastProcessFunction):
 
     def _on_record(self, key: str, payload: bytes | None, source: Source, now: int, ctx):
         try:
+            self._restore_rules(ctx)
+            config = self.config
             result = keyed(
-                parse(payload, source, self.config.type_of, self.config.max_record_bytes), key
+                parse(payload, source, config.type_of, config.max_record_bytes, config.kind_field),
+                key,
             )
         except Exception as error:  # noqa: BLE001 - no record may restart the job
             return self._internal_error(error, payload, source, None)
@@ -235,24 +261,28 @@ class Correlate(KeyedBroadcastProcessFunction):
             return self._internal_error(error, payload, source, result.transaction)
 
     def _internal_error(self, error, payload, source, transaction) -> Output:
-        self.tally.add("internal_errors")
+        self.tally.add(INTERNAL_ERRORS)
         letter = internal_error(error, payload, source, transaction)
         return Output(Outcome.DEAD_LETTER, aggregate.kafka_key(transaction), letter.to_json())
 
     def _on_event(self, event: Event, now: int, ctx) -> Output | None:
         self.tally.add(self._records_in[event.type])
         self.state.load(now)
-        step = aggregate.on_event(self.state, event, self.config.types, now, self._enricher(ctx))
+        step = aggregate.on_event(
+            self.state, event, self.rules, now, self._enricher(ctx), amend=self.amend
+        )
         counter = _OUTCOME_COUNTERS.get(step.verdict)
         if counter is not None:
             self.tally.add(counter)
         if step.verdict is Verdict.OPENED:
             self._start_timers(ctx, event.source.timestamp, now)
         elif step.verdict is Verdict.HELD:
-            self.state.save_open(*self.state.open[:2])
+            self._keep_open(ctx, event.source.timestamp, now)
         elif step.verdict is Verdict.COMPLETE:
             self._count_emitted(step.output)
             self._after_close(ctx)
+        elif step.verdict is Verdict.AMENDED:
+            self._count_emitted(step.output)
         return step.output
 
     def _count_later(self, now: int, ctx) -> None:
@@ -268,14 +298,43 @@ class Correlate(KeyedBroadcastProcessFunction):
         try:
             record_type, fields = enrich.parse_reference(row[0], row[1])
             state = ctx.get_broadcast_state(REFERENCE)
-            if fields is None:
+            if record_type == RULES_KEY:
+                self._update_rules(fields, state)
+            elif fields is None:
                 state.remove(record_type)
             else:
                 state.put(record_type, to_json(fields))
             self._reference = None
         except Exception:  # noqa: BLE001 - a bad reference record is counted and skipped
-            self.tally.add("reference_errors")
+            self.tally.add(REFERENCE_ERRORS)
         yield from ()
+
+    def _update_rules(self, document: dict | None, state) -> None:
+        """Rules from the reference topic: applied (and kept in broadcast state, so they
+        survive restarts) if their version is above the rules in force. A tombstone is
+        ignored: rules only move forward."""
+        if document is None:
+            return
+        text = to_json(document)
+        rules = newer(self.rules, self.option_rules, text, self.config.types)
+        if rules is not None:
+            self.rules = rules
+            state.put(RULES_KEY, text)
+
+    def _restore_rules(self, ctx) -> None:
+        """After a (re)start, rules that came from the reference topic before it: they are
+        in broadcast state, which a function can read only while handling a record."""
+        if self._rules_restored:
+            return
+        self._rules_restored = True
+        text = ctx.get_broadcast_state(REFERENCE).get(RULES_KEY)
+        if text is not None:
+            try:
+                self.rules = newer(self.rules, self.option_rules, text, self.config.types) or (
+                    self.rules
+                )
+            except RulesError:
+                self.tally.add(REFERENCE_ERRORS)
 
     def _enricher(self, ctx):
         """Enrichment with the reference data as of now (read from state only when needed)."""
@@ -283,7 +342,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         def enricher(record: dict) -> dict:
             if self._reference is None:
                 state = ctx.get_broadcast_state(REFERENCE)
-                self._reference = {t: json.loads(v) for t, v in state.items()}
+                self._reference = {t: json.loads(v) for t, v in state.items() if t != RULES_KEY}
             return enrich.enrich(record, self._reference, self.hook)
 
         return enricher
@@ -292,7 +351,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         """The metrics of an emitted aggregate or partial, where its outcome is decided."""
         record = output.record
         if "enrichment_error" in record:
-            self.tally.add("enrich_errors")
+            self.tally.add(ENRICH_ERRORS)
         if record["status"] == Outcome.EXPIRED:
             self.expired_parts.update(record["part_count"])
         else:
@@ -309,34 +368,43 @@ class Correlate(KeyedBroadcastProcessFunction):
             yield output_row(self.topics, output)
 
     def _on_timer(self, timestamp: int, now: int, ctx) -> list[Output]:
+        self._restore_rules(ctx)
         self.state.load(now)
         open_ = self.state.open
+        closed = None if open_ is not None else self.state.closed_marker()
         decision = aggregate.on_timer(
             fired_at=timestamp,
             wall_clock=ctx.time_domain() == TimeDomain.PROCESSING_TIME,
             open_deadlines=None if open_ is None else open_[:2],
-            closed_until=None if open_ is not None else self.state.closed_marker_until(),
+            closed_until=None if closed is None else closed[1],
             now_ms=now,
             last_input_ms=self.last_input_ms,
             grace_ms=self.grace_ms,
         )
         if decision.action is TimerAction.FORGET:
-            self.state.forget()
+            self.state.forget(parts_too=self.amend)
             self.tally.add(CLOSED_MARKERS, -1)
         elif decision.action is TimerAction.DEFER:
             ctx.timer_service().register_processing_time_timer(decision.again_at)
             self.state.save_open(open_[0], decision.again_at)
         elif decision.action is TimerAction.EXPIRE:
+            kind = self.state.kind()
+            rule = self.rules.rule(kind)
+            # Rules changed since its last part may find it complete: then it is.
+            complete = rule.is_complete(self.state.held)
             output = aggregate.close(
                 self.state,
                 ctx.get_current_key(),
-                self.config.types,
-                Outcome.EXPIRED,
+                rule.required,
+                Outcome.COMPLETE if complete else Outcome.EXPIRED,
                 now,
                 self._enricher(ctx),
-                expired_by=decision.expired_by,
+                expired_by=None if complete else decision.expired_by,
+                kind=kind,
+                rule_version=self.rules.version,
+                keep_parts=self.amend and not complete,
             )
-            self.tally.add("expired")
+            self.tally.add(metrics.AGGREGATED if complete else EXPIRED)
             self._count_emitted(output)
             self._after_close(ctx)
             return [output]
@@ -346,7 +414,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         """A timer that failed unexpectedly: each held part becomes an `internal_error` dead
         letter (its own coordinates and bytes, so it is accounted once), and the transaction
         closes with that status, so the timer does not fail again and again."""
-        self.tally.add("internal_errors")
+        self.tally.add(INTERNAL_ERRORS)
         key = ctx.get_current_key()
         self.state.load(now)
         parts = self.state.parts()
@@ -362,7 +430,7 @@ class Correlate(KeyedBroadcastProcessFunction):
             for record_type, part in parts.items()
         ]
         self.state.clear_parts()
-        self.state.mark_closed(INTERNAL_ERROR)
+        self.state.mark_closed(Closed(INTERNAL_ERROR))
         self._after_close(ctx)
         return [
             Output(Outcome.DEAD_LETTER, aggregate.kafka_key(key), letter.to_json())
@@ -371,12 +439,33 @@ class Correlate(KeyedBroadcastProcessFunction):
 
     def _start_timers(self, ctx, first_event_time: int, now: int) -> None:
         timers = ctx.timer_service()
-        event_deadline = aggregate.expiry_deadline(first_event_time, self.timeout_ms)
-        wall_deadline = now + self.fallback_ms
-        timers.register_event_time_timer(event_deadline)
-        timers.register_processing_time_timer(wall_deadline)
-        self.state.save_open(event_deadline, wall_deadline)
+        rule = self.rules.rule(self.state.kind())
+        at = first_event_time
+        event_at, wall_at = aggregate.deadlines(rule, at, at, at, now, self.grace_ms)
+        timers.register_event_time_timer(event_at)
+        timers.register_processing_time_timer(wall_at)
+        self.state.save_open(event_at, wall_at)
         self.tally.add(IN_FLIGHT)
+
+    def _keep_open(self, ctx, part_ms: int, now: int) -> None:
+        """After a part that did not complete its transaction: the deadlines move if the
+        rule says so (since-last: every part; a kind learnt from this part: its timeout)."""
+        event_at, wall_at = self.state.open[:2]
+        kind = self.state.kind()
+        kind_before = self.state.open[3] if len(self.state.open) > 3 else None
+        rule = self.rules.rule(kind)
+        if self.state.span is not None and (rule.mode == SINCE_LAST or kind != kind_before):
+            first, last = self.state.span
+            moved = aggregate.deadlines(rule, first, last, part_ms, now, self.grace_ms)
+            timers = ctx.timer_service()
+            if moved[0] != event_at:
+                timers.delete_event_time_timer(event_at)
+                timers.register_event_time_timer(moved[0])
+            if moved[1] != wall_at:
+                timers.delete_processing_time_timer(wall_at)
+                timers.register_processing_time_timer(moved[1])
+            event_at, wall_at = moved
+        self.state.save_open(event_at, wall_at)
 
     def _after_close(self, ctx) -> None:
         """Cancels the expiry timers and schedules forgetting the closed marker.

@@ -12,6 +12,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+# The correlator's counters, as the web UI and Prometheus show them under
+# `correlate_transactions`; the status command and the benchmark read them by these names.
+RECORDS_IN = "type.{}.records_in"  # one per record type
+DEAD_LETTERS = "dead_letters"
+AGGREGATED = "aggregated"
+EXPIRED = "expired"
+DUPLICATES = "duplicates"
+LATE = "late"
+AMENDED = "amended"  # late-policy amend: partials emitted again with a new part
+ENRICH_ERRORS = "enrich_errors"
+INTERNAL_ERRORS = "internal_errors"
+REFERENCE_ERRORS = "reference_errors"
+IN_FLIGHT = "transactions_in_flight"  # up-down: open transactions held
+CLOSED_MARKERS = "closed_markers"  # up-down: closed transactions remembered
+COUNTERS = (
+    DEAD_LETTERS,
+    AGGREGATED,
+    EXPIRED,
+    DUPLICATES,
+    LATE,
+    AMENDED,
+    ENRICH_ERRORS,
+    INTERNAL_ERRORS,
+    REFERENCE_ERRORS,
+    IN_FLIGHT,
+    CLOSED_MARKERS,
+)
+
 
 class Counter(Protocol):
     """The part of Flink's `Counter` a tally writes to."""

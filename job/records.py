@@ -36,6 +36,7 @@ class Event:
     type: str
     value: str  # the record's JSON text exactly as received
     source: Source
+    kind: str | None = None  # the transaction's kind, if this record names one
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,10 @@ def parse(
     source: Source,
     type_of: Callable[[str], str | None],
     max_bytes: int,
+    kind_field: str = "",
 ) -> Event | DeadLetter:
-    """Classifies one record; the first failing check names the reason."""
+    """Classifies one record; the first failing check names the reason. The kind is a
+    non-empty string in `kind_field` (anything else there: no kind)."""
 
     def dead(reason: str, detail: str) -> DeadLetter:
         return DeadLetter(reason, detail, raw, source)
@@ -152,7 +155,10 @@ def parse(
         return dead(
             BAD_TRANSACTION, f"'transaction' is {transaction!r}, expected a non-empty string"
         )
-    return Event(transaction, record_type, text, source)
+    kind = value.get(kind_field) if kind_field else None
+    return Event(
+        transaction, record_type, text, source, kind if isinstance(kind, str) and kind else None
+    )
 
 
 def keyed(result: Event | DeadLetter, key: str) -> Event | DeadLetter:

@@ -19,6 +19,8 @@ CREATE TEMPORARY TABLE stored_transactions (
   `last_event_ms`    BIGINT,
   `duration_ms`      BIGINT,
   `emitted_at_ms`    BIGINT,
+  `kind`             STRING,
+  `amends`           INT,
   `aggregate`        STRING,
   PRIMARY KEY (`transaction`) NOT ENFORCED
 ) WITH (
@@ -35,6 +37,9 @@ SELECT
   CAST(JSON_VALUE(v, '$.last_event_time') AS BIGINT),
   CAST(JSON_VALUE(v, '$.duration_ms') AS BIGINT),
   CAST(JSON_VALUE(v, '$.emitted_at') AS BIGINT),
+  JSON_VALUE(v, '$.kind'),
+  -- Late-policy amend: the table keeps the row that amends most (migration 002).
+  COALESCE(CAST(JSON_VALUE(v, '$.amends') AS INT), 0),
   v
 FROM emitted_transactions
 -- Only the correlator's own records: anything else would fail the NOT NULL columns and

@@ -1,7 +1,9 @@
 """The end-to-end demo: platform up, job submitted, transactions sent, results printed.
 
 Uses a 20-second timeout instead of the default two minutes so the expired partials show up
-while you watch; everything else is the job's default configuration.
+while you watch, the example rules per kind (`reference/rules.yaml`: refunds need three
+types, card payments all five) and `--late-policy amend`, so a part that arrives after its
+partial expired completes it; everything else is the job's default configuration.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import Counter
 from generator.outputs import read_topics, summarize
 from generator.producer import TransactionProducer
 from generator.reference import publish, read_reference
-from generator.transactions import load_plans, plan
+from generator.transactions import Transaction, load_plans, new_id, plan, record_value
 from job.config import JobConfig, WriterConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
@@ -24,6 +26,7 @@ from store import db
 
 DEMO_TIMEOUT_S = 20.0
 REFERENCE_FILE = ROOT / "reference" / "services.yaml"
+RULES_FILE = ROOT / "reference" / "rules.yaml"
 
 
 def running_job(cluster: FlinkCluster, name: str) -> str | None:
@@ -51,6 +54,8 @@ def run(
         bootstrap_servers=broker.bootstrap,
         timeout_s=DEMO_TIMEOUT_S,
         enrich_hook="generator.hooks:speed_class",
+        rules_file=str(RULES_FILE),
+        late_policy="amend",
     )
     writer = WriterConfig(bootstrap_servers=broker.bootstrap, database_url=database.jdbc_url)
     reference = read_reference(REFERENCE_FILE)
@@ -65,6 +70,10 @@ def run(
         "in order": plan(types, rng),
         "shuffled": plan(types, rng, shuffle=True),
         "two types omitted": plan(types, rng, omit=2),
+        "kind refund": plan(["TypeA", "TypeB", "TypeC"], rng, shuffle=True, kind="refund"),
+        "kind card": plan(types, rng, shuffle=True, kind="card"),
+        # Its last type is sent only after its partial expired: the partial is amended.
+        "amended later": Transaction(new_id(), tuple(types[:-1]), (types[-1],)),
     }
     plans = list(scenarios.values()) + load_plans(load, types, 0.1, 0.5, rng)
     with TransactionProducer(broker.bootstrap, config.topic_prefix, rng) as producer:
@@ -83,8 +92,20 @@ def run(
         outputs = read_topics(broker.bootstrap, config.output_topics, timeout_s=10)
         if ids <= {r.value.get("transaction") for r in outputs}:
             break
+    late = scenarios["amended later"]
+    print(f"sending {types[-1]} of {late.id} after its partial expired ...")
+    with TransactionProducer(broker.bootstrap, config.topic_prefix, rng) as producer:
+        producer.send_record(types[-1], record_value(late.id, types[-1]))
+    outputs = read_topics(
+        broker.bootstrap,
+        config.output_topics,
+        until=lambda rs: any(
+            r.value.get("amends") and r.value["transaction"] == late.id for r in rs
+        ),
+        timeout_s=30,
+    )
     ours = {p.id: p for p in scenarios.values()}
-    print("\nthe three scenario transactions:")
+    print(f"\nthe {len(scenarios)} scenario transactions:")
     for r in outputs:
         if r.value.get("transaction") in ours and "status" in r.value:
             print(f"  {r.topic:<18} {summarize(r.value)}")
@@ -93,33 +114,38 @@ def run(
                 f"  {'':<18} duration={v['duration_ms']}ms offsets={v['offsets_ms']} "
                 f"slo_ms={v['slo_ms']} breached={v['slo_breached']} extra={v.get('extra')}"
             )
-    mine = Counter(r.topic for r in outputs if r.value.get("transaction") in ids)
+    mine = Counter(
+        r.topic for r in outputs if r.value.get("transaction") in ids and not r.value.get("amends")
+    )
     print(f"\nthis run's {len(plans)} transactions by output topic:")
     for topic in (config.aggregated_topic, config.expired_topic):
         print(f"  {topic:<18} {mine[topic]}")
-    show_stored(database, ours)
+    show_stored(database, ours, late.id)
     print(f"\nFlink web UI: {cluster.url}   (stop everything with: bin/stop)")
 
 
-def show_stored(database: PostgresServer, transactions: dict) -> None:
-    """The scenario transactions as stored in PostgreSQL by the writer job."""
+def show_stored(database: PostgresServer, transactions: dict, amended: str) -> None:
+    """The scenario transactions as stored in PostgreSQL by the writer job (the amended
+    one once its amended row is there)."""
     print(f"\nstored in PostgreSQL ({database.url}):")
     deadline = time.monotonic() + 30
     for tx in transactions:
-        while True:
+        row = None
+        while time.monotonic() < deadline:
             try:
                 row = db.get_transaction(database.url, tx)
-                break
             except db.UnknownTransaction:
-                if time.monotonic() > deadline:
-                    print(f"  {tx} not stored yet")
-                    row = None
-                    break
-                time.sleep(1)
-        if row is not None:
-            print(
-                f"  {row['transaction']} {row['status']:<8} parts={row['parts']} "
-                f"missing={row['missing_types']} emitted_at={row['emitted_at']:%H:%M:%S}"
-            )
+                row = None
+            if row is not None and (tx != amended or row["amends"] >= 1):
+                break
+            time.sleep(1)
+        if row is None:
+            print(f"  {tx} not stored yet")
+            continue
+        print(
+            f"  {row['transaction']} {row['status']:<8} parts={row['parts']} "
+            f"missing={row['missing_types']} kind={row['kind']} amends={row['amends']} "
+            f"emitted_at={row['emitted_at']:%H:%M:%S}"
+        )
     print(f"  rows per status: {db.counts(database.url, None, None)}")
     print("  query more with: .venv/bin/python -m store latest --status expired")

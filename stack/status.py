@@ -10,20 +10,9 @@ from __future__ import annotations
 import time
 
 from job.config import JobConfig
+from job.metrics import COUNTERS, RECORDS_IN
 from stack.flink import FlinkCluster
 from stack.kafka import consumer_lag
-
-COUNTERS = (
-    "dead_letters",
-    "aggregated",
-    "expired",
-    "duplicates",
-    "late",
-    "enrich_errors",
-    "internal_errors",
-    "transactions_in_flight",
-    "closed_markers",
-)
 
 
 def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
@@ -56,7 +45,7 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
     correlate = cluster.api.operator_metrics(job_id, "correlate", "correlate_transactions.")
     status["input_records_per_s"] = round(correlate.get("numRecordsInPerSecond", 0.0), 1)
     status["counters"] = {
-        "records_in": {t: int(correlate.get(f"type.{t}.records_in", 0)) for t in config.types},
+        "records_in": {t: int(correlate.get(RECORDS_IN.format(t), 0)) for t in config.types},
         **{name: int(correlate.get(name, 0)) for name in COUNTERS},
     }
     status["consumer_lag"] = consumer_lag(

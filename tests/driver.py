@@ -207,6 +207,19 @@ class Driver:
         row = (self.key, raw, topic, 0, offset, self.now if event_ms is None else event_ms)
         return self._collect(self.function.process_element(row, Context(self)))
 
+    def reference(self, key: str, value: dict | None) -> list:
+        """One record of the reference topic (a type's reference data, or `@rules`)."""
+        raw = None if value is None else json.dumps(value)
+        return self._collect(
+            self.function.process_broadcast_element((json.dumps(key), raw), Context(self))
+        )
+
+    def restart(self) -> None:
+        """The job restarts from a checkpoint: a new function instance over the same state
+        (keyed and broadcast), timers and clock, as Flink restores them."""
+        self.function = Correlate(self.config, clock=lambda: self.now)
+        self.function.open(RuntimeContext(self))
+
     def advance(self, ms: int = 0, watermark: int | None = None) -> list:
         """Moves the clock by `ms` (and the watermark, if given), firing due timers in order."""
         self.now += ms

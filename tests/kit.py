@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from job.aggregate import Part
+from job.aggregate import Closed, Part
 
 
 class DictState:
@@ -14,13 +14,20 @@ class DictState:
 
     def __init__(self) -> None:
         self._parts: dict[str, Part] = {}
-        self._closed: str | None = None
+        self._open = False
+        self._kind: str | None = None
+        self._closed: Closed | None = None
 
     def held_types(self) -> list[str]:
-        return list(self._parts)
+        return list(self._parts) if self._open else []
 
-    def add_part(self, record_type: str, part: Part) -> None:
+    def kind(self) -> str | None:
+        return self._kind if self._open else None
+
+    def add_part(self, record_type: str, part: Part, kind: str | None = None) -> None:
         self._parts[record_type] = part
+        self._open = self._closed is None
+        self._kind = kind
 
     def parts(self) -> dict[str, Part]:
         return dict(self._parts)
@@ -28,11 +35,20 @@ class DictState:
     def clear_parts(self) -> None:
         self._parts.clear()
 
-    def closed_status(self) -> str | None:
+    def closed(self) -> Closed | None:
         return self._closed
 
-    def mark_closed(self, status: str) -> None:
-        self._closed = status
+    def closed_status(self) -> str | None:
+        return None if self._closed is None else self._closed.status
+
+    def mark_closed(self, closed: Closed) -> None:
+        self._closed = closed
+        self._open = False
+
+    def forget(self) -> None:
+        """The retention timer: the transaction is forgotten, parts and all."""
+        self._closed = None
+        self._parts.clear()
 
 
 def strict_json(text: str) -> object:
@@ -70,3 +86,16 @@ def wait_for_checkpoint_after(flink, job_id: str, since: float) -> None:
             return
         assert time.monotonic() < deadline, f"no checkpoint of {job_id} completed in 120 s"
         time.sleep(0.5)
+
+
+def writer_for(config, postgres):
+    """The writer job for a test's correlator topics, into the session's PostgreSQL."""
+    from job.config import WriterConfig
+
+    return WriterConfig(
+        bootstrap_servers=config.bootstrap_servers,
+        aggregated_topic=config.aggregated_topic,
+        expired_topic=config.expired_topic,
+        database_url=postgres.jdbc_url,
+        group_id=f"{config.group_id}-writer",
+    )

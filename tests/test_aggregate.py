@@ -8,6 +8,7 @@ import pytest
 from job.aggregate import (
     BY_EVENT_TIME,
     BY_WALL_CLOCK,
+    Closed,
     Outcome,
     Part,
     TimerAction,
@@ -17,8 +18,8 @@ from job.aggregate import (
     classify,
     close,
     closed_marker,
+    deadlines,
     deferred_fallback,
-    expiry_deadline,
     kafka_key,
     late_record,
     on_event,
@@ -26,6 +27,7 @@ from job.aggregate import (
     read_closed_marker,
 )
 from job.records import Event, Source
+from job.rules import SINCE_LAST, Rule
 from tests.kit import DictState
 
 TYPES = ("TypeA", "TypeB", "TypeC")
@@ -58,8 +60,22 @@ def test_wall_clock_fallback_waits_for_quiet_input():
     assert deferred_fallback(now_ms=10_000, last_input_ms=9_000, grace_ms=3_000) == 12_000
 
 
-def test_expiry_deadline_is_first_event_plus_timeout():
-    assert expiry_deadline(1_000, 120_000) == 121_000
+def test_deadlines_since_first_are_first_event_plus_timeout_and_grace_on_the_wall_clock():
+    rule = Rule(TYPES, 120_000)
+    assert deadlines(rule, 1_000, 1_000, 1_000, 50_000, 10_000) == (121_000, 180_000)
+    # A later part (event time 31 s) does not move the event-time deadline; the fallback is
+    # what remains of it on the wall clock, plus grace.
+    assert deadlines(rule, 1_000, 31_000, 31_000, 90_000, 10_000) == (121_000, 190_000)
+
+
+def test_deadlines_since_last_follow_the_latest_part_up_to_the_cap():
+    gap = Rule(TYPES, 10_000, SINCE_LAST)
+    assert deadlines(gap, 0, 7_000, 7_000, 100, 1_000) == (17_000, 11_100)
+    assert deadlines(gap, 0, 7_000, 3_000, 100, 1_000) == (17_000, 15_100)  # out of order
+    capped = Rule(TYPES, 10_000, SINCE_LAST, max_duration_ms=12_000)
+    assert deadlines(capped, 0, 7_000, 7_000, 100, 1_000) == (12_000, 6_100)
+    # A part whose event time is already past the deadline: the fallback is only grace.
+    assert deadlines(capped, 0, 7_000, 20_000, 100, 1_000) == (12_000, 1_100)
 
 
 def _part(seq: int, t: int, record_type: str) -> Part:
@@ -146,12 +162,22 @@ def test_retention_timer_forgets_a_closed_transaction_and_stale_timers_do_nothin
 
 
 def test_a_marker_from_before_the_retention_end_was_stored_ends_at_any_wall_clock_timer():
-    assert read_closed_marker("complete") == ("complete", 0)
+    assert read_closed_marker("complete") == (Closed("complete"), 0)
     assert _timer(1, wall_clock=True, open_=False, closed_until=0).action is TimerAction.FORGET
 
 
 def test_closed_marker_round_trips():
-    assert read_closed_marker(closed_marker(Outcome.EXPIRED, UNTIL)) == ("expired", UNTIL)
+    closed = Closed(Outcome.EXPIRED, "refund@eu", 2)  # a kind may hold the separator
+    assert read_closed_marker(closed_marker(closed, UNTIL)) == (closed, UNTIL)
+    assert read_closed_marker(closed_marker(Closed("complete"), UNTIL)) == (
+        Closed("complete"),
+        UNTIL,
+    )
+
+
+def test_closed_markers_of_earlier_versions_read():
+    assert read_closed_marker(f"expired@{UNTIL}") == (Closed("expired"), UNTIL)
+    assert read_closed_marker("complete") == (Closed("complete"), 0)
 
 
 def test_a_straggler_after_the_retention_opens_a_new_transaction():
@@ -164,7 +190,7 @@ def test_a_straggler_after_the_retention_opens_a_new_transaction():
     assert on_event(state, event, TYPES, 0).verdict is Verdict.LATE
     # The retention timer fires: the shell clears the marker as the decision says.
     assert _timer(UNTIL, True, open_=False, closed_until=UNTIL).action is TimerAction.FORGET
-    state._closed = None
+    state.forget()
     assert on_event(state, event, TYPES, 0).verdict is Verdict.OPENED
 
 

@@ -75,8 +75,10 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
             "expired": 3,
             "duplicates": 1,
             "late": 1,
+            "amended": 0,
             "enrich_errors": 0,
             "internal_errors": 0,
+            "reference_errors": 0,
             "transactions_in_flight": 0,
             "closed_markers": 13,
         }

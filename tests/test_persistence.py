@@ -16,10 +16,10 @@ import pytest
 
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, record_value
-from job.config import WriterConfig
 from stack.submit import submit_correlator, submit_writer
 from store import __main__ as store_cli
 from store import db
+from tests.kit import writer_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -85,13 +85,7 @@ def _damage(url: str, ids: list[str], rng: random.Random) -> tuple[list[str], li
 def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics, postgres):
     config = topics.live()
     prefix = f"{config.group_id}-"
-    writer = WriterConfig(
-        bootstrap_servers=config.bootstrap_servers,
-        aggregated_topic=config.aggregated_topic,
-        expired_topic=config.expired_topic,
-        database_url=postgres.jdbc_url,
-        group_id=f"{config.group_id}-writer",
-    )
+    writer = writer_for(config, postgres)
     rng = random.Random(4)
     plans = load_plans(1000, config.types, 0.1, 0.5, rng, prefix=config.group_id)
     correlator_id = submit_correlator(flink, config)

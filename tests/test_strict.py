@@ -173,7 +173,7 @@ def test_state_is_unchanged_when_closing_fails():
     the transaction must still hold exactly what it held, or the record counts twice."""
 
     class FailingRender(DictState):
-        def mark_closed(self, status: str) -> None:
+        def mark_closed(self, closed) -> None:
             raise AssertionError("state changed before the output existed")
 
     state = FailingRender()
