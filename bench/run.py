@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--systems",
         default=",".join(defaults.systems),
         help="which to run: ours, ours-heap-timers, ours-p2, ours-process, "
-        "ours-small-bundles, ours-hashmap, ours-alo, copy, faust, dict",
+        "ours-small-bundles, ours-hashmap, ours-alo, ours-progress, copy, faust, dict",
     )
     parser.add_argument(
         "--out",
@@ -184,6 +184,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         systems=tuple(args.systems.split(",")),
         out=args.out,
     )
+
+
+PROGRESS_INTERVAL_S = 5.0  # the checkpoint interval of flink-conf/config.yaml
 
 
 def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
@@ -218,6 +221,11 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
             cluster,
             job_options={"delivery_guarantee": AT_LEAST_ONCE},
             label="Flink job, at-least-once",
+        ),
+        "ours-progress": lambda: FlinkCorrelator(
+            cluster,
+            job_options={"progress_interval_s": PROGRESS_INTERVAL_S},
+            label=f"Flink job, progress every {PROGRESS_INTERVAL_S:g} s",
         ),
         "copy": lambda: FlinkSqlCopy(cluster),
         "faust": Faust,

@@ -23,6 +23,7 @@ class OutputRecord:
     value: dict  # decoded JSON; raw bytes with decode=False
     partition: int
     offset: int
+    timestamp: int = 0  # the Kafka record's, epoch ms
 
 
 def read_topics(
@@ -61,7 +62,9 @@ def read_topics(
                     if decode:
                         key = None if key is None else json.loads(key)
                         value = json.loads(value)
-                    records.append(OutputRecord(tp.topic, key, value, tp.partition, m.offset))
+                    records.append(
+                        OutputRecord(tp.topic, key, value, tp.partition, m.offset, m.timestamp)
+                    )
             if batch:
                 last_new = time.monotonic()
             if until is not None and until(records):

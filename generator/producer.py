@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
 
-from generator.transactions import Transaction, record_value
+from generator.transactions import Transaction, plan, record_value
 
 
 class TransactionProducer:
@@ -81,6 +82,40 @@ class TransactionProducer:
         self.producer.flush()
         if progress:
             print(file=sys.stderr)
+
+
+class Traffic:
+    """Complete transactions at a steady rate in a background thread, as services that keep
+    running send them: event time moves on, so event-time timers (expiry, progress) fire."""
+
+    def __init__(self, bootstrap_servers: str, topic_prefix: str, types: Sequence[str],
+                 rate: float = 5.0, prefix: str = "traffic") -> None:  # fmt: skip
+        self.args = (bootstrap_servers, topic_prefix, random.Random())
+        self.types, self.pause, self.prefix = list(types), 1 / rate, prefix
+        self.sent = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    __enter__ = start
+
+    def _run(self) -> None:
+        with TransactionProducer(*self.args) as producer:
+            rng = self.args[2]
+            while not self._done.wait(self.pause):
+                producer.send_all([plan(self.types, rng, prefix=self.prefix)])
+                self.sent += 1
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _progress_bar(done: int, total: int, elapsed: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -60,11 +60,27 @@ def load_plans(
     shuffle_probability: float,
     rng: random.Random,
     prefix: str = "tx",
+    kinds: Mapping[str | None, Sequence[str]] | None = None,
 ) -> list[Transaction]:
-    """N transactions; a fraction leaves out 1..len-1 types, a fraction arrives shuffled."""
+    """N transactions; a fraction leaves out 1..len-1 types, a fraction arrives shuffled.
+
+    With `kinds` (kind -> the types it sends, `None` for no kind) each transaction is of a
+    kind chosen at random, and sends that kind's types instead of `types`."""
     plans = []
     for _ in range(count):
-        omit = rng.randint(1, len(types) - 1) if rng.random() < omit_probability else 0
+        kind, sent = pick_kind(kinds, types, rng)
+        omitting = rng.random() < omit_probability and len(sent) > 1
+        omit = rng.randint(1, len(sent) - 1) if omitting else 0
         shuffle = rng.random() < shuffle_probability
-        plans.append(plan(types, rng, shuffle=shuffle, omit=omit, prefix=prefix))
+        plans.append(plan(sent, rng, shuffle=shuffle, omit=omit, prefix=prefix, kind=kind))
     return plans
+
+
+def pick_kind(
+    kinds: Mapping[str | None, Sequence[str]] | None, types: Sequence[str], rng: random.Random
+) -> tuple[str | None, Sequence[str]]:
+    """A kind chosen at random and the types it sends; no kinds: no kind, every type."""
+    if not kinds:
+        return None, types
+    kind = rng.choice(list(kinds))
+    return kind, kinds[kind]

@@ -9,7 +9,7 @@ it over `MapState`/`ValueState` and adds the timers, a test implements it over a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol
@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     EXPIRED = "expired"  # the expired topic: a partial
     DEAD_LETTER = "dead_letter"
     LATE = "late"
+    OPEN = "open"  # the progress topic: an open transaction so far (`status` "open")
 
 
 # Which timer closed a partial (the `expired_by` field).
@@ -66,7 +67,7 @@ class Part:
 class Output:
     kind: Outcome
     key: str | None  # the JSON-quoted transaction id
-    value: str  # a JSON document
+    value: str | None  # a JSON document; None: a tombstone (the progress topic is compacted)
     record: dict | None = None  # an aggregate or partial as emitted, for the metrics
 
 
@@ -111,17 +112,10 @@ def _unchanged(record: dict) -> dict:
     return record
 
 
-def as_rules(rules: RuleSet | Collection[str]) -> RuleSet:
-    """A rule set; a collection of types is the rule set that requires all of them."""
-    if isinstance(rules, RuleSet):
-        return rules
-    return RuleSet(Rule(tuple(rules), 0))
-
-
 def on_event(
     state: TransactionState,
     event: Event,
-    rules: RuleSet | Collection[str],
+    rules: RuleSet,
     now_ms: int,
     enricher: Enricher = _unchanged,
     amend: bool = False,
@@ -133,7 +127,6 @@ def on_event(
     do not change it); until a part names one, the default rule applies. Each decision
     uses the rules in force at that moment.
     """
-    rules = as_rules(rules)
     held = state.held_types()
     # A transaction holding parts is open: one state read saved for every record but a
     # transaction's first.
@@ -259,6 +252,7 @@ def render_aggregate(record: dict, enricher: Enricher) -> tuple[dict, str]:
 class TimerAction(Enum):
     IGNORE = "ignore"  # a timer of a transaction that no longer needs it
     FORGET = "forget"  # the closed marker's retention is over: forget the transaction
+    REPORT = "report"  # an open transaction's progress timer (event time): report its progress
     DEFER = "defer"  # the wall-clock fallback while input still flows: look again later
     EXPIRE = "expire"  # emit the partial
 
@@ -278,11 +272,13 @@ def on_timer(
     now_ms: int,
     last_input_ms: int,
     grace_ms: int,
+    progress_at: int = 0,
 ) -> TimerDecision:
     """What a firing timer does to its transaction; the Flink shell only carries it out.
 
     A timer acts only if the transaction's state names it: an open transaction stores its two
-    deadlines (`open_deadlines`: event time, wall clock), a closed one the end of its
+    deadlines (`open_deadlines`: event time, wall clock) and, when its progress is due on the
+    progress topic, that event time (`progress_at`, 0 for none); a closed one the end of its
     retention (`closed_until`; 0 for a marker written before it was stored, which any
     wall-clock timer ends). Any other firing is stale (a timer of a transaction that has
     closed since, a deferred fallback's earlier time, the metrics' flush timer) and ignored.
@@ -290,9 +286,11 @@ def on_timer(
     if open_deadlines is not None:
         event_at, wall_at = open_deadlines
         if not wall_clock:
-            if fired_at != event_at:
-                return TimerDecision(TimerAction.IGNORE)
-            return TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
+            if fired_at == event_at:
+                return TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
+            if progress_at and fired_at == progress_at:
+                return TimerDecision(TimerAction.REPORT)
+            return TimerDecision(TimerAction.IGNORE)
         if fired_at != wall_at:
             return TimerDecision(TimerAction.IGNORE)
         later = deferred_fallback(now_ms, last_input_ms, grace_ms)
@@ -361,8 +359,7 @@ def build_aggregate(
     return {
         "transaction": transaction,
         "status": status,
-        "types": [t for t in expected if t in parts] + [t for t in arrival if t not in expected],
-        "missing": [t for t in expected if t not in parts],
+        **_held(expected, arrival),
         "parts": {t: json.loads(parts[t].value) for t in arrival},
         "sources": {
             t: {"partition": parts[t].partition, "offset": parts[t].offset} for t in arrival
@@ -374,6 +371,46 @@ def build_aggregate(
         "last_event_time": max(times),
         "duration_ms": max(times) - first,
         "emitted_at": emitted_at,
+    }
+
+
+def _held(expected: Collection[str], arrival: Sequence[str]) -> dict:
+    """`types`: the expected types present, then any others in arrival order; `missing`:
+    the expected types absent."""
+    present = set(arrival)
+    return {
+        "types": [t for t in expected if t in present] + [t for t in arrival if t not in expected],
+        "missing": [t for t in expected if t not in present],
+    }
+
+
+def progress_record(
+    transaction: str,
+    held: Sequence[str],
+    rule: Rule,
+    span: tuple[int, int],
+    expires_at: int,
+    now_ms: int,
+    kind: str | None,
+    rule_version: int,
+) -> dict:
+    """What the progress topic says of an open transaction: what it has and lacks so far,
+    and when its partial expires (event time). The PostgreSQL writer stores it as a row with
+    status `open` until the transaction's final record replaces it."""
+    first, last = span
+    return {
+        "transaction": transaction,
+        "status": Outcome.OPEN.value,
+        **_held(rule.required, held),
+        "arrival_order": list(held),
+        "part_count": len(held),
+        "first_event_time": first,
+        "last_event_time": last,
+        "duration_ms": last - first,
+        "expires_at": expires_at,
+        "emitted_at": now_ms,
+        "kind": kind,
+        "rule_version": rule_version,
     }
 
 

@@ -69,6 +69,21 @@ class JobConfig:
         default="Events_Late",
         metadata={"help": "topic for records of transactions already emitted"},
     )
+    progress_topic: str = field(
+        default="Events_Progress",
+        metadata={
+            "help": "compacted topic of open transactions' progress (--progress-interval-s); "
+            "a transaction's record is deleted (a tombstone) when it closes"
+        },
+    )
+    progress_interval_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "report an open transaction on the progress topic once event time passed "
+            "its first part + this, and again at most this often (event time) while new parts "
+            "arrive (the checkpoint interval is a good value; 0: no progress records)"
+        },
+    )
     reference_topic: str = field(
         default="Reference-Services",
         metadata={"help": "compacted topic of reference data per type (key: the type)"},
@@ -180,15 +195,24 @@ class JobConfig:
 
     @property
     def output_topics(self) -> list[str]:
+        """The topics of the job's results (JSON records, no tombstones)."""
         return [self.aggregated_topic, self.expired_topic, self.dead_letter_topic, self.late_topic]
 
+    @property
+    def sink_topics(self) -> list[str]:
+        """Every topic the job writes: the results and the progress topic."""
+        return [*self.output_topics, self.progress_topic]
+
     def topics(self, partitions: int = DEFAULT_PARTITIONS) -> list[TopicSpec]:
-        """Every topic of the job: inputs, outputs, and the reference topic (one partition
-        keeps updates in order; compaction keeps the latest per type). `stack`, the tests,
+        """Every topic of the job: inputs, outputs, the progress topic (compacted: the
+        latest record of each open transaction) and the reference topic (one partition keeps
+        updates in order; compaction keeps the latest per type). `stack`, the tests,
         docker-compose.yml and the Kubernetes manifests all follow this list."""
+        compacted = (("cleanup.policy", "compact"),)
         return [
             *(TopicSpec(t, partitions) for t in [*self.input_topics, *self.output_topics]),
-            TopicSpec(self.reference_topic, 1, (("cleanup.policy", "compact"),)),
+            TopicSpec(self.progress_topic, partitions, compacted),
+            TopicSpec(self.reference_topic, 1, compacted),
         ]
 
     def tagged(self, tag: str, **overrides) -> "JobConfig":
@@ -201,6 +225,7 @@ class JobConfig:
             expired_topic=f"{tag}-{self.expired_topic}",
             dead_letter_topic=f"{tag}-{self.dead_letter_topic}",
             late_topic=f"{tag}-{self.late_topic}",
+            progress_topic=f"{tag}-{self.progress_topic}",
             reference_topic=f"{tag}-{self.reference_topic}",
             group_id=tag,
             transactional_id_prefix=tag,
@@ -261,6 +286,7 @@ class WriterConfig:
     bootstrap_servers: str = _as_in_job("bootstrap_servers")
     aggregated_topic: str = _as_in_job("aggregated_topic")
     expired_topic: str = _as_in_job("expired_topic")
+    progress_topic: str = _as_in_job("progress_topic")
     database_url: str = field(
         default="jdbc:postgresql://127.0.0.1:5432/txn_correlator",
         metadata={"help": "JDBC URL of the PostgreSQL database"},

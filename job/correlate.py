@@ -8,7 +8,9 @@ thread mode all Python of a TaskManager shares one GIL). It parses each record
 the parts in a `MapState` (type -> part), enriches what it emits (`job.enrich`) and keeps two
 timers per open transaction: an event-time timer at first event + timeout, and a
 processing-time fallback that expires a partial even when every producer has gone quiet and
-event time stands still. A closed transaction keeps only its status, until a
+event time stands still. With `--progress-interval-s` a third, event-time, timer reports an
+open transaction on the progress topic (what it has and lacks), and the close deletes that
+report with a tombstone. A closed transaction keeps only its status, until a
 processing-time timer forgets it after the retention.
 
 Every call into Flink's state, timers and metrics crosses into Java and re-takes the GIL, so
@@ -24,25 +26,33 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import astuple
+from typing import NamedTuple
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from job import aggregate, enrich, metrics
-from job.aggregate import Closed, Outcome, Output, Part, TimerAction, Verdict
+from job.aggregate import Closed, Outcome, Output, Part, TimerAction, Verdict, kafka_key
 from job.config import AMEND, JobConfig
 from job.metrics import (
     CLOSED_MARKERS,
-    COUNTERS,
+    COMPLETION,
     DEAD_LETTERS,
     ENRICH_ERRORS,
     EXPIRED,
     IN_FLIGHT,
     INTERNAL_ERRORS,
+    LATE_OF_TYPE,
+    MISSING,
+    PROGRESS,
     RECORDS_IN,
     REFERENCE_ERRORS,
     Tally,
+    arrival_offset,
+    counter_names,
+    counter_path,
+    late_age,
 )
 from job.records import (
     INTERNAL_ERROR,
@@ -63,15 +73,37 @@ PARTS = MapStateDescriptor(
     "parts", _STR, Types.TUPLE([_INT, _LONG, _STR, _INT, _LONG])
 )  # type -> (seq, event time, value, partition, offset)
 CLOSED = ValueStateDescriptor("closed", _STR)  # "status@retention end" of a closed transaction
-# An open transaction: (event-time deadline, wall-clock deadline, held types in arrival
-# order, kind or None, first event time, last event time). Tuples are pickled in thread
-# mode, so state of earlier versions still reads: a 2-tuple (held types from the MapState's
-# keys) and a 3-tuple (no kind, event-time span unknown: its deadlines never move).
-DEADLINES = ValueStateDescriptor("deadlines", Types.PICKLED_BYTE_ARRAY())
+DEADLINES = ValueStateDescriptor("deadlines", Types.PICKLED_BYTE_ARRAY())  # an `Open`, as a tuple
 REFERENCE = MapStateDescriptor("reference", _STR, _STR)  # broadcast: type -> JSON object
 
 # How often counted metrics reach Flink; a timer makes them exact when input stops.
 METRICS_EVERY_MS = 1_000
+
+
+class Open(NamedTuple):
+    """An open transaction, stored in `deadlines` as a plain tuple in this field order (part
+    of the savepoint format). Tuples are pickled in thread mode, so the shorter tuples of
+    earlier versions still read (`from_state`): (event_at, wall_at) with the held types
+    taken from the MapState's keys, then + held, then + kind and the event-time span."""
+
+    event_at: int  # event-time deadline
+    wall_at: int  # wall-clock fallback deadline
+    held: tuple[str, ...] = ()  # in arrival order
+    kind: str | None = None
+    first: int | None = None  # event-time span of the parts; None: opened by a version
+    last: int | None = None  # that did not store it (its deadlines never move)
+    progress_at: int = 0  # event time its progress timer fires at; 0: none pending
+    reported: int = 0  # parts in its last progress record; 0: never reported
+
+    @classmethod
+    def from_state(cls, stored: tuple, parts) -> Open:
+        if len(stored) == 2:
+            return cls(*stored, tuple(parts.keys()))
+        return cls(*stored)
+
+    @property
+    def span(self) -> tuple[int, int] | None:
+        return None if self.first is None else (self.first, self.last)
 
 
 def output_topics(config: JobConfig) -> dict[Outcome, str]:
@@ -81,6 +113,7 @@ def output_topics(config: JobConfig) -> dict[Outcome, str]:
         Outcome.EXPIRED: config.expired_topic,
         Outcome.DEAD_LETTER: config.dead_letter_topic,
         Outcome.LATE: config.late_topic,
+        Outcome.OPEN: config.progress_topic,
     }
 
 
@@ -101,31 +134,29 @@ def part_from_state(values) -> Part:
 class _FlinkTransactionState:
     """`aggregate.TransactionState` over the function's keyed state (current key).
 
-    `load` reads the small state once per record or timer: an open transaction's deadlines,
-    held types, kind and event-time span (`self.open`). The rules then ask for what they
-    need; the shell writes the open state back once, after the rules have decided
-    (`save_open`).
+    `load` reads the small state once per record or timer: an open transaction's `Open`
+    (`self.open`). The rules then ask for what they need; the shell writes the open state
+    back once, after the rules have decided (`save_open`).
     """
 
     def __init__(self, parts, closed, deadlines, retention_ms: int):
         self._parts, self._closed, self._deadlines = parts, closed, deadlines
         self.retention_ms = retention_ms
-        self.open: tuple | None = None  # as stored: see DEADLINES
-        self.held: tuple[str, ...] = ()
+        self.open: Open | None = None
+        self.held: tuple[str, ...] = ()  # of the transaction as the rules leave it
         self.open_kind: str | None = None
         self.span: tuple[int, int] | None = None  # (first, last) event time of the parts
         self.closed_until = 0  # the retention end of a transaction closing now
-        self._marker_until = 0  # the retention end of the marker read last
+        self.marker_until = 0  # the retention end of the marker read last
 
     def load(self, now_ms: int) -> None:
         self.open = None  # not the previous key's, should the read below raise
-        self.open = open_ = self._deadlines.value()
-        if open_ is None:
+        stored = self._deadlines.value()
+        self.open = None if stored is None else Open.from_state(stored, self._parts)
+        if self.open is None:
             self.held, self.open_kind, self.span = (), None, None
-        else:  # earlier versions stored (event, wall) and then (event, wall, held)
-            self.held = open_[2] if len(open_) > 2 else tuple(self._parts.keys())
-            self.open_kind = open_[3] if len(open_) > 3 else None
-            self.span = (open_[4], open_[5]) if len(open_) > 5 and open_[4] is not None else None
+        else:
+            self.held, self.open_kind, self.span = self.open.held, self.open.kind, self.open.span
         self.closed_until = now_ms + self.retention_ms
 
     def held_types(self) -> list[str]:
@@ -144,9 +175,17 @@ class _FlinkTransactionState:
         self.held = (*self.held, record_type)
         self.open_kind = kind
 
-    def save_open(self, event_at: int, wall_at: int) -> None:
-        span = self.span or (None, None)
-        self._deadlines.update((event_at, wall_at, self.held, self.open_kind, *span))
+    def save_open(self, event_at: int, wall_at: int, progress_at: int | None = None,
+                  reported: int | None = None) -> None:  # fmt: skip
+        """Writes the open transaction back; progress fields not given stay as they were."""
+        before = self.open or Open(0, 0)
+        first, last = self.span or (None, None)
+        self.open = Open(
+            event_at, wall_at, self.held, self.open_kind, first, last,
+            before.progress_at if progress_at is None else progress_at,
+            before.reported if reported is None else reported,
+        )  # fmt: skip
+        self._deadlines.update(tuple(self.open))
 
     def parts(self) -> dict[str, Part]:
         return {t: part_from_state(p) for t, p in self._parts.items()}
@@ -160,8 +199,8 @@ class _FlinkTransactionState:
         marker = self._closed.value()
         if marker is None:
             return None
-        closed, self._marker_until = aggregate.read_closed_marker(marker)
-        return closed, self._marker_until
+        closed, self.marker_until = aggregate.read_closed_marker(marker)
+        return closed, self.marker_until
 
     def closed(self) -> Closed | None:
         marker = self.closed_marker()
@@ -169,8 +208,13 @@ class _FlinkTransactionState:
 
     def mark_closed(self, closed: Closed) -> None:
         """An amendment keeps the retention of the first close: state stays bounded."""
-        until = self._marker_until if closed.amends else self.closed_until
+        until = self.marker_until if closed.amends else self.closed_until
         self._closed.update(aggregate.closed_marker(closed, until))
+
+    def closed_at(self) -> int | None:
+        """When the transaction whose marker was read last closed (first closed, if amended);
+        None for a marker of a version that did not store its retention end."""
+        return self.marker_until - self.retention_ms if self.marker_until else None
 
     def forget(self, parts_too: bool) -> None:
         self._closed.clear()
@@ -195,6 +239,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.clock = clock or _now_ms  # wall clock in epoch ms; tests pass a fake one
         self.retention_ms = int(config.closed_retention_s * 1000)
         self.grace_ms = int(config.expiry_grace_s * 1000)
+        self.progress_ms = int(config.progress_interval_s * 1000)  # 0: no progress records
         self.amend = config.late_policy == AMEND
         self.option_rules = config.option_rules()
         self.rules = config.rules()  # the rules file is read where the job is built
@@ -214,17 +259,27 @@ class Correlate(KeyedBroadcastProcessFunction):
         self._open_metrics(runtime_context.get_metrics_group())
 
     def _open_metrics(self, group) -> None:
-        """Counters per outcome, and two up-down counts of what this instance holds.
+        """Counters per outcome and per type, histograms as counters (`job.metrics`), and two
+        up-down counts of what this instance holds.
 
         No Python gauges: Flink reads gauges from its metrics thread, and calling into the
         embedded interpreter from that thread crashed a TaskManager (SIGSEGV in take_gil)
         when a job was cancelled. Counters live in Java and are safe to read anywhere.
         """
-        counters = {name: group.counter(name) for name in COUNTERS}
-        for t in self.config.types:
-            counters[RECORDS_IN.format(t)] = group.add_group("type", t).counter("records_in")
+        types = self.config.types
+        counters = {}
+        for name in counter_names(types):
+            groups, leaf = counter_path(name, types)
+            scope = group
+            for key, value in groups:
+                scope = scope.add_group(key, value)
+            counters[name] = scope.counter(leaf)
         self.tally = Tally(counters, METRICS_EVERY_MS, self.clock())
-        self._records_in = {t: RECORDS_IN.format(t) for t in self.config.types}
+        self._per_type = {
+            name: {t: name.format(t) for t in types} for name in (RECORDS_IN, MISSING, LATE_OF_TYPE)
+        }
+        self._arrival = {t: arrival_offset(t) for t in types}
+        self._late_age = {t: late_age(t) for t in types}
         self._flush_timer_at = 0
         # Distributions keep their numbers in Java, so reading them is as safe as counters.
         self.completion_ms = group.distribution("completion_duration_ms")
@@ -235,9 +290,9 @@ class Correlate(KeyedBroadcastProcessFunction):
         now = self.clock()
         self.last_input_ms = now
         source = Source(row[2], row[3], row[4], row[5])
-        output = self._on_record(row[0], row[1], source, now, ctx)
+        outputs = self._on_record(row[0], row[1], source, now, ctx)
         self._count_later(now, ctx)
-        if output is not None:
+        for output in outputs:
             yield output_row(self.topics, output)
 
     def _on_record(self, key: str, payload: bytes | None, source: Source, now: int, ctx):
@@ -249,24 +304,24 @@ class Correlate(KeyedBroadcastProcessFunction):
                 key,
             )
         except Exception as error:  # noqa: BLE001 - no record may restart the job
-            return self._internal_error(error, payload, source, None)
+            return [self._internal_error(error, payload, source, None)]
         if isinstance(result, DeadLetter):
             self.tally.add(DEAD_LETTERS)
-            return Output(Outcome.DEAD_LETTER, None, result.to_json())
+            return [Output(Outcome.DEAD_LETTER, None, result.to_json())]
         try:
             return self._on_event(result, now, ctx)
         except Exception as error:  # noqa: BLE001 - no record may restart the job
             # The rules change state only once their output exists, so the transaction is
             # as it was and this dead letter is the record's one place.
-            return self._internal_error(error, payload, source, result.transaction)
+            return [self._internal_error(error, payload, source, result.transaction)]
 
     def _internal_error(self, error, payload, source, transaction) -> Output:
         self.tally.add(INTERNAL_ERRORS)
         letter = internal_error(error, payload, source, transaction)
-        return Output(Outcome.DEAD_LETTER, aggregate.kafka_key(transaction), letter.to_json())
+        return Output(Outcome.DEAD_LETTER, kafka_key(transaction), letter.to_json())
 
-    def _on_event(self, event: Event, now: int, ctx) -> Output | None:
-        self.tally.add(self._records_in[event.type])
+    def _on_event(self, event: Event, now: int, ctx) -> list[Output]:
+        self.tally.add(self._per_type[RECORDS_IN][event.type])
         self.state.load(now)
         step = aggregate.on_event(
             self.state, event, self.rules, now, self._enricher(ctx), amend=self.amend
@@ -280,10 +335,12 @@ class Correlate(KeyedBroadcastProcessFunction):
             self._keep_open(ctx, event.source.timestamp, now)
         elif step.verdict is Verdict.COMPLETE:
             self._count_emitted(step.output)
-            self._after_close(ctx)
+            return [step.output, *self._after_close(ctx)]
         elif step.verdict is Verdict.AMENDED:
-            self._count_emitted(step.output)
-        return step.output
+            self._count_emitted(step.output, amended=True)
+        elif step.verdict is Verdict.LATE:
+            self._count_late(event.type, now)
+        return [] if step.output is None else [step.output]
 
     def _count_later(self, now: int, ctx) -> None:
         """Hands the counts to Flink when due; while some are pending, a processing-time
@@ -347,15 +404,34 @@ class Correlate(KeyedBroadcastProcessFunction):
 
         return enricher
 
-    def _count_emitted(self, output: Output) -> None:
-        """The metrics of an emitted aggregate or partial, where its outcome is decided."""
+    def _count_emitted(self, output: Output, amended: bool = False) -> None:
+        """The metrics of an emitted aggregate or partial, where its outcome is decided: which
+        types it lacked, how long after the first part each type arrived, how long a
+        complete one took from its first part to its emission. An amendment counts only its
+        enrichment: its transaction was counted when it first closed."""
         record = output.record
         if "enrichment_error" in record:
             self.tally.add(ENRICH_ERRORS)
+        if amended:
+            return
+        for record_type, offset in record["offsets_ms"].items():
+            if record_type in self._arrival:
+                self.tally.observe(self._arrival[record_type], offset)
         if record["status"] == Outcome.EXPIRED:
             self.expired_parts.update(record["part_count"])
+            for record_type in record["missing"]:
+                self.tally.add(self._per_type[MISSING][record_type])
         else:
             self.completion_ms.update(record["duration_ms"])
+            self.tally.observe(
+                COMPLETION, max(record["emitted_at"] - record["first_event_time"], 0)
+            )
+
+    def _count_late(self, record_type: str, now: int) -> None:
+        self.tally.add(self._per_type[LATE_OF_TYPE][record_type])
+        closed_at = self.state.closed_at()
+        if closed_at is not None:
+            self.tally.observe(self._late_age[record_type], max(now - closed_at, 0))
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         now = self.clock()
@@ -375,18 +451,21 @@ class Correlate(KeyedBroadcastProcessFunction):
         decision = aggregate.on_timer(
             fired_at=timestamp,
             wall_clock=ctx.time_domain() == TimeDomain.PROCESSING_TIME,
-            open_deadlines=None if open_ is None else open_[:2],
+            open_deadlines=None if open_ is None else (open_.event_at, open_.wall_at),
             closed_until=None if closed is None else closed[1],
             now_ms=now,
             last_input_ms=self.last_input_ms,
             grace_ms=self.grace_ms,
+            progress_at=0 if open_ is None else open_.progress_at,
         )
         if decision.action is TimerAction.FORGET:
             self.state.forget(parts_too=self.amend)
             self.tally.add(CLOSED_MARKERS, -1)
         elif decision.action is TimerAction.DEFER:
             ctx.timer_service().register_processing_time_timer(decision.again_at)
-            self.state.save_open(open_[0], decision.again_at)
+            self.state.save_open(open_.event_at, decision.again_at)
+        elif decision.action is TimerAction.REPORT:
+            return self._report(ctx, now)
         elif decision.action is TimerAction.EXPIRE:
             kind = self.state.kind()
             rule = self.rules.rule(kind)
@@ -406,9 +485,24 @@ class Correlate(KeyedBroadcastProcessFunction):
             )
             self.tally.add(metrics.AGGREGATED if complete else EXPIRED)
             self._count_emitted(output)
-            self._after_close(ctx)
-            return [output]
+            return [output, *self._after_close(ctx)]
         return []
+
+    def _report(self, ctx, now: int) -> list[Output]:
+        """The progress timer: the open transaction as it stands, on the progress topic. The
+        next part arms the timer again, so a transaction is reported at most once per
+        progress interval of event time, and only when it changed."""
+        open_ = self.state.open
+        self.state.save_open(open_.event_at, open_.wall_at, progress_at=0, reported=len(open_.held))
+        if open_.span is None or len(open_.held) == open_.reported:
+            return []  # opened by a version without the span, or nothing new to say
+        kind = open_.kind
+        record = aggregate.progress_record(
+            ctx.get_current_key(), open_.held, self.rules.rule(kind), open_.span,
+            open_.event_at, now, kind, self.rules.version,
+        )  # fmt: skip
+        self.tally.add(PROGRESS)
+        return [Output(Outcome.OPEN, kafka_key(record["transaction"]), to_json(record))]
 
     def _give_up(self, ctx, error: Exception, now: int) -> list[Output]:
         """A timer that failed unexpectedly: each held part becomes an `internal_error` dead
@@ -431,10 +525,10 @@ class Correlate(KeyedBroadcastProcessFunction):
         ]
         self.state.clear_parts()
         self.state.mark_closed(Closed(INTERNAL_ERROR))
-        self._after_close(ctx)
+        closing = self._after_close(ctx)
         return [
-            Output(Outcome.DEAD_LETTER, aggregate.kafka_key(key), letter.to_json())
-            for letter in letters
+            *(Output(Outcome.DEAD_LETTER, kafka_key(key), letter.to_json()) for letter in letters),
+            *closing,
         ]
 
     def _start_timers(self, ctx, first_event_time: int, now: int) -> None:
@@ -444,20 +538,37 @@ class Correlate(KeyedBroadcastProcessFunction):
         event_at, wall_at = aggregate.deadlines(rule, at, at, at, now, self.grace_ms)
         timers.register_event_time_timer(event_at)
         timers.register_processing_time_timer(wall_at)
-        self.state.save_open(event_at, wall_at)
+        progress_at = self._arm_progress(timers, first_event_time)
+        self.state.save_open(event_at, wall_at, progress_at=progress_at)
         self.tally.add(IN_FLIGHT)
+
+    def _arm_progress(self, timers, part_ms: int) -> int:
+        """Registers the progress timer one interval of event time after a part (0: no
+        progress records).
+
+        Event time, not the wall clock: reading a backlog, a transaction whose parts are all
+        in it completes before the watermark passes its first part + interval (the watermark
+        trails the slowest partition), so only transactions really waiting are reported. A
+        wall-clock timer reported many complete ones there, and cost 38% of the throughput
+        (docs/benchmark.md)."""
+        if not self.progress_ms:
+            return 0
+        at = part_ms + self.progress_ms
+        timers.register_event_time_timer(at)
+        return at
 
     def _keep_open(self, ctx, part_ms: int, now: int) -> None:
         """After a part that did not complete its transaction: the deadlines move if the
-        rule says so (since-last: every part; a kind learnt from this part: its timeout)."""
-        event_at, wall_at = self.state.open[:2]
+        rule says so (since-last: every part; a kind learnt from this part: its timeout),
+        and the progress timer is armed again if none is pending."""
+        before = self.state.open
+        event_at, wall_at = before.event_at, before.wall_at
         kind = self.state.kind()
-        kind_before = self.state.open[3] if len(self.state.open) > 3 else None
         rule = self.rules.rule(kind)
-        if self.state.span is not None and (rule.mode == SINCE_LAST or kind != kind_before):
+        timers = ctx.timer_service()
+        if self.state.span is not None and (rule.mode == SINCE_LAST or kind != before.kind):
             first, last = self.state.span
             moved = aggregate.deadlines(rule, first, last, part_ms, now, self.grace_ms)
-            timers = ctx.timer_service()
             if moved[0] != event_at:
                 timers.delete_event_time_timer(event_at)
                 timers.register_event_time_timer(moved[0])
@@ -465,23 +576,32 @@ class Correlate(KeyedBroadcastProcessFunction):
                 timers.delete_processing_time_timer(wall_at)
                 timers.register_processing_time_timer(moved[1])
             event_at, wall_at = moved
-        self.state.save_open(event_at, wall_at)
+        progress_at = before.progress_at or self._arm_progress(timers, part_ms)
+        self.state.save_open(event_at, wall_at, progress_at=progress_at)
 
-    def _after_close(self, ctx) -> None:
-        """Cancels the expiry timers and schedules forgetting the closed marker.
+    def _after_close(self, ctx) -> list[Output]:
+        """Cancels the open transaction's timers, schedules forgetting the closed marker,
+        and deletes its record from the progress topic if it had one (a tombstone).
 
-        Deleting costs one call each; a stale timer left to fire would cost a call into
+        Deleting a timer costs one call; a stale timer left to fire would cost a call into
         Python and a state read when it fires."""
         timers = ctx.timer_service()
         open_ = self.state.open
+        outputs = []
         if open_ is not None:
-            timers.delete_event_time_timer(open_[0])
-            timers.delete_processing_time_timer(open_[1])
+            timers.delete_event_time_timer(open_.event_at)
+            timers.delete_processing_time_timer(open_.wall_at)
+            if open_.progress_at:
+                timers.delete_event_time_timer(open_.progress_at)
+            if open_.reported:
+                key = kafka_key(ctx.get_current_key())
+                outputs.append(Output(Outcome.OPEN, key, None))
             self.deadlines.clear()
             self.state.open = None
             self.tally.add(IN_FLIGHT, -1)
         timers.register_processing_time_timer(self.state.closed_until)
         self.tally.add(CLOSED_MARKERS)
+        return outputs
 
 
 def _now_ms() -> int:

@@ -21,7 +21,7 @@ OUTPUT_TYPE = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.STRING
 def sink_options(config: JobConfig) -> dict[str, str]:
     options = {
         "connector": "kafka",
-        "topic": ";".join(config.output_topics),
+        "topic": ";".join(config.sink_topics),
         "properties.bootstrap.servers": config.bootstrap_servers,
         "key.format": "raw",
         "key.fields": "k",

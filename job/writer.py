@@ -1,7 +1,8 @@
 """Entry point of the writer job: `flink run -py job/writer.py [options]`.
 
 Pure Flink SQL (`sql/writer.sql`): no Python runs per record, this script only renders the
-statements and submits them. Rows are upserts by transaction, so the job is safe to replay.
+statements and submits them. Rows are upserts by transaction (in PostgreSQL, by precedence:
+final over open, most amended over less), so the job is safe to replay.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from job.sql import render, render_options, with_client_properties  # noqa: E402
 def source_options(config: WriterConfig) -> dict[str, str]:
     options = {
         "connector": "kafka",
-        "topic": f"{config.aggregated_topic};{config.expired_topic}",
+        "topic": f"{config.aggregated_topic};{config.expired_topic};{config.progress_topic}",
         "properties.bootstrap.servers": config.bootstrap_servers,
         "properties.group.id": config.group_id,
         "properties.isolation.level": "read_committed",
@@ -41,7 +42,7 @@ def sink_options(config: WriterConfig) -> dict[str, str]:
     options = {
         "connector": "jdbc",
         "url": url,
-        "table-name": "transactions",
+        "table-name": "transaction_records",  # a view: sql/migrations/003
         "sink.buffer-flush.max-rows": "500",
         "sink.buffer-flush.interval": "1s",
         "sink.max-retries": "5",

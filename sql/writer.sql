@@ -1,15 +1,19 @@
 -- The writer job: committed output of the correlator -> PostgreSQL, one row per transaction.
 -- Runs as its own Flink job (job/writer.py substitutes the ${...} options).
 
--- Both result topics, read with isolation.level=read_committed so that only output of
--- completed checkpoints (committed Kafka transactions) is ever stored.
+-- Both result topics and the progress topic, read with isolation.level=read_committed so
+-- that only output of completed checkpoints (committed Kafka transactions) is ever stored.
 CREATE TEMPORARY TABLE emitted_transactions (
   `v` STRING
 ) WITH (
 ${source_options}
 );
 
--- Upsert sink: the primary key makes a replay rewrite rows instead of duplicating them.
+-- Every record goes to the view `transaction_records` (migration 003), which upserts it into
+-- `transactions` by precedence: a replay rewrites rows instead of duplicating them, an open
+-- record never replaces a final one, and the row that amends most wins. No primary key
+-- here: the connector then appends every record in order, where an upsert sink would keep
+-- only the last record per transaction of each batch.
 CREATE TEMPORARY TABLE stored_transactions (
   `transaction`      STRING,
   `status`           STRING,
@@ -21,8 +25,7 @@ CREATE TEMPORARY TABLE stored_transactions (
   `emitted_at_ms`    BIGINT,
   `kind`             STRING,
   `amends`           INT,
-  `aggregate`        STRING,
-  PRIMARY KEY (`transaction`) NOT ENFORCED
+  `aggregate`        STRING
 ) WITH (
 ${sink_options}
 );
@@ -43,7 +46,8 @@ SELECT
   v
 FROM emitted_transactions
 -- Only the correlator's own records: anything else would fail the NOT NULL columns and
--- stop the writer, so it is left out (and stays on the topic for inspection).
+-- stop the writer, so it is left out (and stays on the topic for inspection). The progress
+-- topic's tombstones (a closed transaction's record deleted) have no value: left out too.
 WHERE JSON_VALUE(v, '$.transaction') IS NOT NULL
-  AND JSON_VALUE(v, '$.status') IN ('complete', 'expired')
+  AND JSON_VALUE(v, '$.status') IN ('open', 'complete', 'expired')
   AND JSON_VALUE(v, '$.first_event_time') IS NOT NULL;

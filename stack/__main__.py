@@ -1,15 +1,23 @@
 """`python -m stack COMMAND`: the local platform (Kafka, Flink, PostgreSQL) and the jobs.
 
-up             fetch jars, start what is not running of Kafka (KRaft), PostgreSQL and Flink
-               (JobManager, missing TaskManager processes), create topics and table;
+up             fetch jars, start what is not running of Kafka (KRaft), PostgreSQL, Flink
+               (JobManager, missing TaskManager processes) and Prometheus (scraping
+               Flink's reporters for deploy/grafana's dashboard), create topics and table;
                with --supervise, then stay in the foreground and restart TaskManagers that
                crash, as Kubernetes would (Ctrl-C ends it; the cluster keeps running)
 demo           up, submit both jobs, send transactions, print what comes out and is stored
 submit         submit the correlator
 submit-writer  submit the writer; arguments after `--` go to it (`job/writer.py -h`)
-down           stop Flink, PostgreSQL and Kafka (data stays in .run/ until you delete it)
-status         job state, checkpoints, input rate, counters, consumer lag [--json]
+down           stop Prometheus, Flink, PostgreSQL and Kafka (data stays in .run/ until you
+               delete it)
+status         job state, checkpoints, input rate, counters, consumer lag, the types
+               missing and late most, the oldest open transaction [--json]
 jars           fetch the jars from Maven Central only
+
+With --hosts, `up`, `down`, `submit` and `status` act on a cluster across five hosts of
+this machine (network namespaces, needs root): Kafka, ZooKeeper and an S3 server on one,
+two JobManagers in high-availability mode, two TaskManagers (stack/hosts.py, and
+docs/deployment.md, "Several hosts"). `up --hosts` also starts whatever a dead host ran.
 
 The correlator's options go after `--`, once, and every command follows them: `up` creates
 the topics they name, `submit` submits the job with them, `status` watches that job, its
@@ -28,10 +36,12 @@ import signal
 import sys
 
 from job.config import JobConfig, WriterConfig, build_parser, parse_args
-from stack import demo, jars, status
+from stack import demo, jars, netns, status
 from stack.flink import FlinkCluster
+from stack.hosts import ROLES, HostsCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
+from stack.prometheus import PrometheusServer
 from stack.submit import submit_correlator, submit_writer
 from store import db
 
@@ -53,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
     parser.add_argument("--rpc-port", type=int, default=6123, help="Flink JobManager RPC port")
     parser.add_argument("--postgres-port", type=int, default=5432)
+    parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
         "--taskmanagers", type=int, default=2, help="one slot each: correlator + writer"
     )
@@ -61,17 +72,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--supervise", action="store_true", help="up: then restart crashed TaskManagers"
     )
+    parser.add_argument(
+        "--hosts", action="store_true", help="up, down, submit, status: the cluster of hosts"
+    )
     # Everything after `--` is the job's (argparse would not take it after other options).
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.job_args = argv[split + 1 :]
 
+    if args.hosts:
+        hosts(args)
+        return
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
     cluster = FlinkCluster(
         rest_port=args.rest_port, rpc_port=args.rpc_port, taskmanagers=args.taskmanagers
     )
     database = PostgresServer(port=args.postgres_port)
+    prometheus = PrometheusServer(port=args.prometheus_port)
     if args.command == "submit-writer":
         config = parse_args(["--database-url", database.jdbc_url, *args.job_args], WriterConfig)
         print(f"submitted job {submit_writer(cluster, config)}; web UI on {cluster.url}")
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "jars":
         jars.fetch_all()
     elif args.command in ("up", "demo"):
-        up(broker, cluster, database, job, args.partitions)
+        up(broker, cluster, database, prometheus, job, args.partitions)
         if args.command == "demo":
             demo.run(broker, cluster, database)
         elif args.supervise:
@@ -91,21 +109,54 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "submit":
         print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
     elif args.command == "down":
+        prometheus.stop()
         cluster.stop()
         database.stop()
         broker.stop()
-        print("stopped Flink, PostgreSQL and Kafka")
+        print("stopped Prometheus, Flink, PostgreSQL and Kafka")
     else:
         report = status.collect(cluster, job)
         report["kafka"] = broker.bootstrap if broker.running() else None
         report["postgres"] = database.url if database.running() else None
+        if report.get("counters") is not None:
+            report["open"] = report["postgres"] and status.open_transactions(database.url)
         print(json.dumps(report, indent=2) if args.json else status.render(report))
+
+
+def hosts(args) -> None:
+    """The commands on the cluster across hosts (stack/hosts.py)."""
+    cluster = HostsCluster()
+    if args.command not in ("up", "down", "submit", "status"):
+        raise SystemExit(f"stack {args.command} has no --hosts form")
+    if args.command == "down":
+        cluster.down()
+        print(f"stopped every process on {len(cluster.network.hosts)} hosts; hosts removed")
+        return
+    reason = netns.available()
+    if reason is not None:
+        raise SystemExit(f"several hosts need network namespaces: {reason}")
+    job = parse_args(["--bootstrap-servers", cluster.bootstrap, *args.job_args])
+    if args.command == "up":
+        jars.fetch_all()
+        started = cluster.up(job, args.partitions)
+        print(f"started {started} Flink process(es) on the hosts")
+        for host in cluster.network.hosts:
+            print(f"  {host.name} {host.address}: {ROLES[host.name]}")
+        print(f"Kafka on {cluster.bootstrap}, S3 on {cluster.s3.endpoint}, web UI {cluster.url}")
+    elif args.command == "submit":
+        print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
+    else:
+        report = status.collect(cluster, job)
+        report["leader"] = cluster.leader()
+        text = status.render(report) + f"\nleading JobManager: {report['leader']}"
+        print(json.dumps(report, indent=2) if args.json else text)
 
 
 def up(
     broker: KafkaBroker,
     cluster: FlinkCluster,
     database: PostgresServer,
+    prometheus: PrometheusServer,
     job: JobConfig,
     partitions: int,
 ) -> None:
@@ -118,6 +169,11 @@ def up(
     print(f"PostgreSQL on {database.url}")
     cluster.start()
     print(f"Flink web UI on {cluster.url}")
+    if prometheus.installed():
+        prometheus.start()
+        print(f"Prometheus on {prometheus.url} (dashboard: deploy/grafana/dashboards/)")
+    else:
+        print("Prometheus not installed (bin/setup installs it): no metrics history")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Uses a 20-second timeout instead of the default two minutes so the expired partials show up
 while you watch, the example rules per kind (`reference/rules.yaml`: refunds need three
-types, card payments all five) and `--late-policy amend`, so a part that arrives after its
-partial expired completes it; everything else is the job's default configuration.
+types, card payments all five), `--late-policy amend`, so a part that arrives after its
+partial expired completes it, and `--progress-interval-s 5`, so open transactions are
+stored in PostgreSQL while they wait; everything else is the job's default configuration.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 
 from generator.outputs import read_topics, summarize
-from generator.producer import TransactionProducer
+from generator.producer import Traffic, TransactionProducer
 from generator.reference import publish, read_reference
 from generator.transactions import Transaction, load_plans, new_id, plan, record_value
 from job.config import JobConfig, WriterConfig
@@ -22,9 +23,11 @@ from stack.kafka import KafkaBroker
 from stack.paths import ROOT
 from stack.postgres import PostgresServer
 from stack.submit import submit_correlator, submit_writer
+from store import __main__ as store_cli
 from store import db
 
 DEMO_TIMEOUT_S = 20.0
+DEMO_PROGRESS_S = 5.0
 REFERENCE_FILE = ROOT / "reference" / "services.yaml"
 RULES_FILE = ROOT / "reference" / "rules.yaml"
 
@@ -56,6 +59,7 @@ def run(
         enrich_hook="generator.hooks:speed_class",
         rules_file=str(RULES_FILE),
         late_policy="amend",
+        progress_interval_s=DEMO_PROGRESS_S,
     )
     writer = WriterConfig(bootstrap_servers=broker.bootstrap, database_url=database.jdbc_url)
     reference = read_reference(REFERENCE_FILE)
@@ -80,9 +84,13 @@ def run(
         producer.send_all(plans, rate=200, progress=True)
         producer.send_raw(config.topic_prefix + "TypeA", b"{not json")
     print(f"sent {len(plans)} transactions ({sum(not p.complete for p in plans)} incomplete)")
+    # The services go on: a few complete transactions a second move event time, so waiting
+    # transactions are reported (progress) and expire by event time, as in production.
+    traffic = Traffic(broker.bootstrap, config.topic_prefix, types).start()
     for name, tx in scenarios.items():
         print(f"  {name:<18} {tx.id}  sent {','.join(tx.sent_types)}")
 
+    show_open(database, config)
     wait_s = DEMO_TIMEOUT_S + config.expiry_grace_s + 10
     print(f"waiting up to {wait_s:.0f}s for the partials to expire ...")
     ids = {p.id for p in plans}
@@ -120,8 +128,22 @@ def run(
     print(f"\nthis run's {len(plans)} transactions by output topic:")
     for topic in (config.aggregated_topic, config.expired_topic):
         print(f"  {topic:<18} {mine[topic]}")
+    traffic.stop()
     show_stored(database, ours, late.id)
     print(f"\nFlink web UI: {cluster.url}   (stop everything with: bin/stop)")
+
+
+def show_open(database: PostgresServer, config: JobConfig) -> None:
+    """The incomplete transactions as stored while they wait (progress records), once the
+    first of them is there."""
+    deadline = time.monotonic() + DEMO_PROGRESS_S + 20
+    rows = []
+    while not rows and time.monotonic() < deadline:
+        time.sleep(1)
+        rows = db.open_transactions(database.url, int(DEMO_PROGRESS_S * 1000), 5)
+    print(f"\nopen transactions stored in PostgreSQL ({DEMO_PROGRESS_S:.0f} s old and more):")
+    print("  " + store_cli.render_open(rows).replace("\n", "\n  "))
+    print("  list them with: .venv/bin/python -m store open --older-than 10s")
 
 
 def show_stored(database: PostgresServer, transactions: dict, amended: str) -> None:

@@ -68,25 +68,6 @@ class FlinkCluster:
     def lib(self) -> Path:
         return self.home / "lib"
 
-    def _link_lib(self) -> None:
-        """The distribution's lib/, flink-python from opt/ (Python jobs need it there) and
-        the connector jars.
-
-        Connectors belong in lib/, not in each job's jars: a Kafka client thread that
-        outlives a job whose class loader was closed failed with ClassNotFoundException
-        in the JobManager when jobs were stopped and resubmitted.
-        """
-        self.lib.mkdir(parents=True, exist_ok=True)
-        jar_paths = [
-            *(FLINK_HOME / "lib").glob("*.jar"),
-            *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
-            *jars.connector_jars("jdbc"),
-        ]
-        for jar in jar_paths:
-            link = self.lib / jar.name
-            if not link.exists():
-                link.symlink_to(jar)
-
     def env(self) -> dict[str, str]:
         """The environment of Flink's scripts for this cluster (`start` prepares lib/)."""
         env = dict(os.environ)
@@ -99,8 +80,12 @@ class FlinkCluster:
         )
         return env
 
+    def submit_options(self) -> list[str]:
+        """What `flink run` needs to find this cluster (its REST endpoint)."""
+        return ["-D", f"rest.port={self.rest_port}", "-D", "rest.address=127.0.0.1"]
+
     def _script(self, name: str, *args: str) -> None:
-        self._link_lib()  # the scripts build the class path from lib/
+        link_lib(self.lib)  # the scripts build the class path from lib/
         subprocess.run(
             ["bash", str(FLINK_HOME / "bin" / name), *args],
             env=self.env(),
@@ -206,6 +191,26 @@ class FlinkCluster:
         self.add_taskmanagers(count)
         self.wait_for_taskmanagers(count, timeout=120)
         self.fingerprint_file.write_text("")
+
+
+def link_lib(lib: Path) -> None:
+    """A cluster's lib/: the distribution's, flink-python from opt/ (Python jobs need it
+    there) and the connector jars.
+
+    Connectors belong in lib/, not in each job's jars: a Kafka client thread that outlives a
+    job whose class loader was closed failed with ClassNotFoundException in the JobManager
+    when jobs were stopped and resubmitted.
+    """
+    lib.mkdir(parents=True, exist_ok=True)
+    jar_paths = [
+        *(FLINK_HOME / "lib").glob("*.jar"),
+        *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
+        *jars.connector_jars("jdbc"),
+    ]
+    for jar in jar_paths:
+        link = lib / jar.name
+        if not link.exists():
+            link.symlink_to(jar)
 
 
 def _runs(pid: int, daemon: str) -> bool:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+_NAMES_PER_REQUEST = 40  # metric ids of up to ~80 characters each: URLs under 4 KB
+_FETCH_LANDS_S = 0.5  # a metric fetch from the TaskManagers took milliseconds here
+
 
 @dataclass(frozen=True)
 class FlinkRest:
@@ -72,6 +75,12 @@ class FlinkRest:
 
         The REST API refreshes metrics every 10 s by default, so with `until` (a predicate
         on the metrics) this polls up to `timeout` seconds for it to hold.
+
+        A request that finds the JobManager's metric store older than that starts a fetch
+        from the TaskManagers and answers at once, while the store is being replaced metric
+        by metric: values read then mix two moments (seen: one type's count 10 s behind the
+        others'). So the names are listed first, which starts that fetch, and the values are
+        read once it has landed; they are then one snapshot until the next refresh.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -86,10 +95,13 @@ class FlinkRest:
                 for m in self.rest(base)
                 if m["id"].startswith(prefix) and m["id"].endswith(suffix)
             ]
+            time.sleep(_FETCH_LANDS_S)
             metrics = {}
-            if names:
-                values = self.rest(f"{base}?get={quote(','.join(names))}&agg=sum")
-                metrics = {m["id"][len(prefix) :]: float(m["sum"]) for m in values}
+            # A few names per request: the REST server refuses URLs beyond 4 KB.
+            for start in range(0, len(names), _NAMES_PER_REQUEST):
+                chunk = ",".join(names[start : start + _NAMES_PER_REQUEST])
+                values = self.rest(f"{base}?get={quote(chunk)}&agg=sum")
+                metrics.update({m["id"][len(prefix) :]: float(m["sum"]) for m in values})
             if until is None or until(metrics) or time.monotonic() > deadline:
                 return metrics
             time.sleep(2)
@@ -98,12 +110,12 @@ class FlinkRest:
         self.rest(f"/jobs/{job_id}", method="PATCH")
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
 
-    def stop_with_savepoint(self, job_id: str, directory: Path, timeout: float = 120) -> str:
-        """Stops the job after a savepoint (`flink stop`) and returns the savepoint's path."""
+    def stop_with_savepoint(self, job_id: str, directory: Path | str, timeout: float = 120) -> str:
+        """Stops the job after a savepoint (`flink stop`) into a folder or a URI (`s3://...`)
+        and returns the savepoint's path."""
+        target = directory.as_uri() if isinstance(directory, Path) else directory
         trigger = self.rest(
-            f"/jobs/{job_id}/stop",
-            method="POST",
-            body={"drain": False, "targetDirectory": directory.as_uri()},
+            f"/jobs/{job_id}/stop", method="POST", body={"drain": False, "targetDirectory": target}
         )["request-id"]
         deadline = time.monotonic() + timeout
         while True:

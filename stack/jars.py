@@ -15,6 +15,10 @@ from stack.paths import JARS
 
 KAFKA_VERSION = "4.1.1"
 FLINK_KAFKA_CONNECTOR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
+ZOOKEEPER_VERSION = "3.9.5"
+# Flink's S3 file system (a plugin): 2.2.1 is not on Maven Central, 2.2.0 works with 2.2.1.
+FLINK_S3_PLUGIN = "org.apache.flink:flink-s3-fs-presto:2.2.0"
+S3PROXY = "org.gaul:s3proxy:2.6.0"
 
 # bundle name -> (artifacts, include transitive dependencies)
 BUNDLES: dict[str, tuple[list[str], bool]] = {
@@ -36,6 +40,23 @@ BUNDLES: dict[str, tuple[list[str], bool]] = {
         ],
         False,
     ),
+    # Several hosts (stack/hosts.py): ZooKeeper for the JobManagers' leader election, with
+    # what its pom leaves to the release tarball (metrics, snappy, a log binding, the CLI's
+    # commons-cli; the versions ZooKeeper's parent pom pins) ...
+    "zookeeper": (
+        [
+            f"org.apache.zookeeper:zookeeper:{ZOOKEEPER_VERSION}",
+            "io.dropwizard.metrics:metrics-core:4.1.12.1",
+            "org.xerial.snappy:snappy-java:1.1.10.5",
+            "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3",
+            "commons-cli:commons-cli:1.5.0",
+        ],
+        True,
+    ),
+    # ... checkpoints, savepoints and HA metadata in S3 through Flink's plugin, and an S3
+    # server that stores them (stack/s3.py).
+    "s3": ([FLINK_S3_PLUGIN], False),
+    "s3proxy": ([S3PROXY], True),
 }
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">

@@ -44,14 +44,18 @@ class KafkaBroker:
     controller_port: int = 9093
     partitions: int = 3
     heap: str = "768m"
+    address: str = "127.0.0.1"
+    wrap: tuple[str, ...] = ()  # e.g. `ip netns exec <host>`: where it runs
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def home(self) -> Path:
-        return RUN / f"kafka-{self.port}"
+        if self.address == "127.0.0.1":
+            return RUN / f"kafka-{self.port}"
+        return RUN / f"kafka-{self.address}-{self.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -61,9 +65,9 @@ class KafkaBroker:
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.bootstrap.servers": f"{self.address}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{self.address}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -86,7 +90,7 @@ class KafkaBroker:
     def _java(self, main: str, *args: str, log: Path) -> list[str]:
         classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("kafka").glob("*.jar")))
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
+            *self.wrap, "java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
             f"-Dlog4j2.configurationFile={self._log4j(log)}",
             "-cp", classpath, main, *args,
         ]  # fmt: skip

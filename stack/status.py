@@ -1,8 +1,10 @@
-"""`python -m stack status`: is the job healthy, how far behind is it, what has it done.
+"""`python -m stack status`: is the job healthy, how far behind is it, what has it done,
+and which service is failing.
 
-Reads the Flink REST API (job state, uptime, checkpoints, operator metrics) and Kafka's
-admin API (the source's committed offsets against the topics' ends). Human-readable by
-default; `--json` for scripts.
+Reads the Flink REST API (job state, uptime, checkpoints, operator metrics), Kafka's admin
+API (the source's committed offsets against the topics' ends) and, when the correlator
+reports progress (`--progress-interval-s`), the open transactions stored in PostgreSQL.
+Human-readable by default; `--json` for scripts.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import time
 
 from job.config import JobConfig
-from job.metrics import COUNTERS, RECORDS_IN
+from job.metrics import COUNTERS, LATE_OF_TYPE, MISSING, RECORDS_IN
 from stack.flink import FlinkCluster
 from stack.kafka import consumer_lag
+from store import db
 
 
 def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
@@ -45,42 +48,103 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
     correlate = cluster.api.operator_metrics(job_id, "correlate", "correlate_transactions.")
     status["input_records_per_s"] = round(correlate.get("numRecordsInPerSecond", 0.0), 1)
     status["counters"] = {
-        "records_in": {t: int(correlate.get(RECORDS_IN.format(t), 0)) for t in config.types},
+        "records_in": _per_type(correlate, RECORDS_IN, config),
         **{name: int(correlate.get(name, 0)) for name in COUNTERS},
     }
+    status["missing"] = _ranked(_per_type(correlate, MISSING, config))
+    status["late"] = _ranked(_per_type(correlate, LATE_OF_TYPE, config))
     status["consumer_lag"] = consumer_lag(
         config.bootstrap_servers, config.group_id, config.input_topics
     )
     return status
 
 
+def _per_type(metrics: dict, name: str, config: JobConfig) -> dict[str, int]:
+    return {t: int(metrics.get(name.format(t), 0)) for t in config.types}
+
+
+def _ranked(counts: dict[str, int]) -> dict[str, int]:
+    """Most first, zeros left out: which service to look at."""
+    return dict(sorted(((t, n) for t, n in counts.items() if n), key=lambda i: (-i[1], i[0])))
+
+
+def open_transactions(database_url: str, now_ms: float | None = None) -> dict | None:
+    """The open transactions stored in PostgreSQL: how many, and the oldest (None when the
+    database cannot be reached)."""
+    try:
+        rows = db.open_transactions(database_url, 0, 1)
+        count = db.counts(database_url, None, None).get("open", 0)
+    except db.DatabaseUnavailable:
+        return None
+    now_ms = now_ms or time.time() * 1000
+    oldest = rows[0] if rows else None
+    return {
+        "count": count,
+        "oldest": oldest
+        and {
+            "transaction": oldest["transaction"],
+            "age_s": round((now_ms - oldest["first_event_ms"]) / 1000),
+            "kind": oldest["kind"],
+            "present": oldest["present_types"],
+            "missing": oldest["missing_types"],
+        },
+    }
+
+
 def render(status: dict) -> str:
     """The human-readable form."""
     if status["cluster"] is None:
-        return "Flink cluster: not reachable"
+        return _row("Flink cluster", "not reachable")
     job = status["job"]
     if job is None:
-        return f"Flink cluster: {status['cluster']}\njob: not submitted"
+        return "\n".join([_row("Flink cluster", status["cluster"]), _row("job", "not submitted")])
     lines = [
-        f"Flink cluster: {status['cluster']}",
-        f"job:           {job['name']} {job['id']} {job['state']}, up {job['uptime_s']} s",
+        _row("Flink cluster", status["cluster"]),
+        _row("job", f"{job['name']} {job['id']} {job['state']}, up {job['uptime_s']} s"),
     ]
     if job["state"] != "RUNNING":
         return "\n".join(lines)
     checkpoint = status["last_checkpoint"]
-    lines.append(
-        "checkpoint:    none completed yet"
-        if not checkpoint
-        else f"checkpoint:    #{checkpoint['id']}, {checkpoint['age_s']} s ago, "
-        f"{checkpoint['size_bytes']:,} bytes ({checkpoint['full_state_bytes']:,} full state)"
-    )
-    lines.append(f"input rate:    {status['input_records_per_s']} records/s")
+    lines.append(_row(
+        "checkpoint",
+        "none completed yet" if not checkpoint
+        else f"#{checkpoint['id']}, {checkpoint['age_s']} s ago, {checkpoint['size_bytes']:,} "
+        f"bytes ({checkpoint['full_state_bytes']:,} full state)",
+    ))  # fmt: skip
+    lines.append(_row("input rate", f"{status['input_records_per_s']} records/s"))
     counters = status["counters"]
-    per_type = ", ".join(f"{t} {n}" for t, n in counters["records_in"].items())
-    lines.append(f"records in:    {per_type}")
+    lines.append(_row("records in", _pairs(counters["records_in"])))
     for name, value in counters.items():
         if name != "records_in":
-            lines.append(f"{name + ':':<15}{value}")
-    lag = ", ".join(f"{t} {'-' if n is None else n}" for t, n in status["consumer_lag"].items())
-    lines.append(f"consumer lag:  {lag}")
+            lines.append(_row(name, value))
+    lag = {t: "-" if n is None else n for t, n in status["consumer_lag"].items()}
+    lines.append(_row("consumer lag", _pairs(lag)))
+    lines.append(_row("missing most", _pairs(status["missing"]) or "none"))
+    lines.append(_row("late most", _pairs(status["late"]) or "none"))
+    if "open" in status:  # the status command adds it; PostgreSQL may be down
+        lines.append(_row("open", _render_open(status["open"])))
     return "\n".join(lines)
+
+
+_LABEL = 24  # the longest counter name, transactions_in_flight, and its colon
+
+
+def _row(label: str, value) -> str:
+    return f"{label + ':':<{_LABEL}}{value}"
+
+
+def _pairs(counts: dict) -> str:
+    return ", ".join(f"{t} {n}" for t, n in counts.items())
+
+
+def _render_open(open_: dict | None) -> str:
+    if open_ is None:
+        return "PostgreSQL not reachable"
+    oldest = open_["oldest"]
+    if oldest is None:
+        return "none stored (the correlator stores them with --progress-interval-s)"
+    return (
+        f"{open_['count']} stored; oldest {oldest['transaction']}, {oldest['age_s']} s, "
+        f"kind {oldest['kind'] or '-'}, has {','.join(oldest['present'])}, "
+        f"missing {','.join(oldest['missing'])}"
+    )

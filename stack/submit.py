@@ -8,15 +8,19 @@ version of the job's code are restarted (`ensure_fresh_code`).
 from __future__ import annotations
 
 import subprocess
+from typing import TYPE_CHECKING
 
 from job.config import JobConfig, WriterConfig
 from stack.flink import FlinkCluster, code_fingerprint
 from stack.paths import FLINK_HOME, PYTHON, ROOT
 
+if TYPE_CHECKING:
+    from stack.hosts import HostsCluster
+
 ENDED = {"FINISHED", "CANCELED", "FAILED"}
 
 
-def ensure_fresh_code(cluster: FlinkCluster) -> None:
+def ensure_fresh_code(cluster: FlinkCluster | HostsCluster) -> None:
     """Restarts idle TaskManagers that imported an older version of the job's code.
 
     Modules imported by an earlier job stay in the embedded interpreter's `sys.modules`: a
@@ -36,7 +40,7 @@ def ensure_fresh_code(cluster: FlinkCluster) -> None:
 
 
 def submit(
-    cluster: FlinkCluster,
+    cluster: FlinkCluster | HostsCluster,
     job_args: list[str],
     detached: bool = True,
     script: str = "job/main.py",
@@ -56,7 +60,7 @@ def submit(
     command = [
         "bash", str(FLINK_HOME / "bin" / "flink"), "run",
         *(["-d"] if detached else []),
-        "-D", f"rest.port={cluster.rest_port}", "-D", "rest.address=127.0.0.1",
+        *cluster.submit_options(),
         *(arg for k, v in (options or {}).items() for arg in ("-D", f"{k}={v}")),
         *(["-s", restore_from] if restore_from else []),
         "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
@@ -73,7 +77,7 @@ def submit(
 
 
 def submit_correlator(
-    cluster: FlinkCluster,
+    cluster: FlinkCluster | HostsCluster,
     config: JobConfig,
     restore_from: str | None = None,
     options: dict[str, str] | None = None,

@@ -1,16 +1,22 @@
 """`python -m store`: look up stored transactions.
 
-get TX                    one transaction's row as JSON
+get TX                    one transaction's row as JSON (open ones too)
 latest [--status S] [-n]  the latest N transactions, newest first
 counts [--since] [--until]  stored transactions per status over a time range (ISO 8601)
+open [--older-than 60s]   open transactions older than that, oldest first, with what each
+                          lacks, and the types missing most among them (--json: rows)
 migrate                   apply the schema in sql/migrations/
+
+Open transactions are stored when the correlator runs with --progress-interval-s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 from datetime import datetime
 
 from store import db
@@ -27,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     get = commands.add_parser("get")
     get.add_argument("transaction")
     latest = commands.add_parser("latest")
-    latest.add_argument("--status", choices=["complete", "expired"])
+    latest.add_argument("--status", choices=["open", "complete", "expired"])
     latest.add_argument("-n", "--limit", type=int, default=10)
     counts = commands.add_parser("counts")
     counts.add_argument("--since", type=datetime.fromisoformat)
     counts.add_argument("--until", type=datetime.fromisoformat)
+    stuck = commands.add_parser("open")
+    stuck.add_argument("--older-than", type=duration_ms, default="60s", help="e.g. 90s, 5m, 1h")
+    stuck.add_argument("-n", "--limit", type=int, default=20)
+    stuck.add_argument("--json", action="store_true", help="the rows as JSON, one per line")
     commands.add_parser("migrate")
     args = parser.parse_args(argv)
 
@@ -41,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "latest":
             for row in db.latest(args.database_url, args.status, args.limit):
                 print(db.to_json(row))
+        elif args.command == "open":
+            rows = db.open_transactions(args.database_url, args.older_than, args.limit)
+            print("\n".join(db.to_json(r) for r in rows) if args.json else render_open(rows))
         elif args.command == "counts":
             print(json.dumps(db.counts(args.database_url, args.since, args.until)))
         else:
@@ -49,6 +62,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def duration_ms(text: str) -> int:
+    """`90`, `90s`, `5m`, `1h` -> milliseconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 5m or 1h")
+    return int(float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]] * 1000)
+
+
+def render_open(rows: list[dict], now_ms: int | None = None) -> str:
+    """One line per open transaction, then the types that most of them lack."""
+    if not rows:
+        return "no open transaction that old"
+    now_ms = now_ms or int(time.time() * 1000)
+    lines = [
+        f"{r['transaction']}  open {(now_ms - r['first_event_ms']) / 1000:.0f} s"
+        f"  kind={r['kind'] or '-'}  has {','.join(r['present_types'])}"
+        f"  missing {','.join(r['missing_types']) or '-'}"
+        for r in rows
+    ]
+    ranking = ", ".join(f"{t} ({n} of {len(rows)})" for t, n in db.missing_ranking(rows))
+    lines.append(f"missing most: {ranking}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,26 @@ def counts(url: str, since: datetime | None, until: datetime | None) -> dict[str
     return {r["status"]: r["n"] for r in rows}
 
 
+def open_transactions(url: str, older_than_ms: int, limit: int) -> list[dict]:
+    """Open transactions whose first part is older than `older_than_ms`, oldest first."""
+    with connect(url) as conn:
+        return conn.execute(
+            "SELECT * FROM transactions WHERE status = 'open'"
+            " AND first_event_ms <= (extract(epoch FROM now()) * 1000)::bigint - %s"
+            " ORDER BY first_event_ms LIMIT %s",
+            (older_than_ms, limit),
+        ).fetchall()
+
+
+def missing_ranking(rows: list[dict]) -> list[tuple[str, int]]:
+    """How many of the rows lack each type, most often missing first: the service to blame."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for record_type in row["missing_types"]:
+            counts[record_type] = counts.get(record_type, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def to_json(row: dict) -> str:
     return json.dumps(row, default=_json_default, sort_keys=True)
 

@@ -18,11 +18,13 @@ from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
+from stack.prometheus import PrometheusServer
 from store import db
 
 KAFKA_PORT = 19092
 FLINK_REST_PORT = 18081
 POSTGRES_PORT = 15432
+PROMETHEUS_PORT = 19090
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,18 @@ def postgres() -> PostgresServer:
     shutil.rmtree(server.home, ignore_errors=True)
     server.start()
     db.migrate(server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> PrometheusServer:
+    """A real Prometheus (Debian's package, installed by bin/setup) scraping every Flink
+    reporter port of this machine each second."""
+    server = PrometheusServer(port=PROMETHEUS_PORT, scrape_interval_s=1)
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
+    server.start()
     yield server
     server.stop()
 

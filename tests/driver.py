@@ -252,7 +252,7 @@ class Driver:
         return self.counters[name].count
 
     def on(self, topic: str) -> list[dict]:
-        return [json.loads(v) for t, _, v in self.outputs if t == topic]
+        return [None if v is None else json.loads(v) for t, _, v in self.outputs if t == topic]
 
 
 def routing_key(raw: bytes | None) -> str:

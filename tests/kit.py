@@ -3,9 +3,16 @@ runbook's `python -m stack` command pointed at the test session's services."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
+import threading
 import time
+import urllib.error
 
+from generator.outputs import read_topics
+from generator.producer import TransactionProducer
+from generator.verify import verify
 from job.aggregate import Closed, Part
 
 
@@ -96,6 +103,120 @@ def writer_for(config, postgres):
         bootstrap_servers=config.bootstrap_servers,
         aggregated_topic=config.aggregated_topic,
         expired_topic=config.expired_topic,
+        progress_topic=config.progress_topic,
         database_url=postgres.jdbc_url,
         group_id=f"{config.group_id}-writer",
     )
+
+
+def wait_until_written(flink, job_id: str, records: int, timeout: float = 120) -> float:
+    """Until the writer job passed on `records` rows and a checkpoint completed after that.
+
+    The JDBC sink flushes its buffer on every checkpoint, so by then all rows are written.
+    Returns the seconds until the rows were passed on (from the writer running).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    written = 0.0
+    while written < records:
+        assert time.monotonic() < deadline, f"the writer passed on {written} rows"
+        time.sleep(1)
+        with contextlib.suppress(urllib.error.HTTPError):  # metrics appear after start-up
+            # Calc: the SQL projection right before the sink, one record per row.
+            written = flink.api.operator_metrics(job_id, "Source", "Calc[2].").get(
+                "numRecordsOut", 0
+            )
+    passed_on_s = time.monotonic() - started
+    read_at_ms = time.time() * 1000
+    while True:
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        if latest and latest["latest_ack_timestamp"] > read_at_ms:
+            return passed_on_s
+        assert time.monotonic() < deadline, "no checkpoint completed after the replay"
+        time.sleep(1)
+
+
+class Load:
+    """Sends the plans in a background thread, at `rate` transactions a second, while the
+    test breaks things."""
+
+    def __init__(self, config, plans, rate: float):
+        self.config, self.plans, self.rate = config, plans, rate
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            rng = random.Random(5)
+            with TransactionProducer(
+                self.config.bootstrap_servers, self.config.topic_prefix, rng
+            ) as producer:
+                producer.send_all(self.plans, rate=self.rate)
+        except BaseException as error:  # reported by join()
+            self.error = error
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def join(self) -> None:
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive(), "the load was still sending after 300 s"
+        assert self.error is None, self.error
+
+    def __exit__(self, *exc) -> None:
+        self.thread.join(timeout=300)
+
+
+def wait_recovered(flink, job_id: str, since: float) -> float:
+    """Seconds from `since` (time.time()) until the job runs and completed a checkpoint
+    triggered after it: proof that every task is back, not just scheduled."""
+    flink.api.wait_until_running(job_id, timeout=240)
+    deadline = time.monotonic() + 240
+    while True:
+        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        if latest and latest["trigger_timestamp"] > since * 1000:
+            return latest["latest_ack_timestamp"] / 1000 - since
+        assert time.monotonic() < deadline, "no checkpoint completed after the fault"
+        time.sleep(0.5)
+
+
+def check_exactly_once(
+    name: str, flink, job_id: str, config, plans, recovered_s: float, bound_s: float = 60
+) -> list:
+    """A read_committed consumer sees every transaction once, in the right topic, with
+    exactly its parts; prints records in, out, lost, duplicated and the recovery time, which
+    must be at most `bound_s`."""
+    results = [config.aggregated_topic, config.expired_topic]
+    first = read_topics(
+        config.bootstrap_servers, results, until=lambda rs: len(rs) >= len(plans), timeout_s=180
+    )
+    assert len(first) >= len(plans), (
+        f"{len(first)} of {len(plans)} transactions out after 180 s; job "
+        f"{flink.api.rest(f'/jobs/{job_id}', quiet=True)}"
+    )
+    # A duplicate committed late would be visible once one more checkpoint has completed.
+    wait_for_checkpoint_after(flink, job_id, time.time())
+    outputs = read_topics(config.bootstrap_servers, results, timeout_s=60)
+    report = verify(plans, outputs, *results)
+    wrong = set(report.wrong_topic + report.wrong_parts)
+    by_id = {p.id: p for p in plans}
+    for record in [r for r in outputs if r.value["transaction"] in wrong][:3]:
+        plan = by_id[record.value["transaction"]]
+        v = record.value
+        print(
+            f"\nwrong: {plan.id} sent {plan.sent_types}, out on {record.topic} with "
+            f"{v['arrival_order']}, missing {v['missing']}, expired_by {v.get('expired_by')}, "
+            f"first/last event {v['first_event_time']}/{v['last_event_time']}, "
+            f"emitted {v['emitted_at']}"
+        )
+    records = sum(len(p.sent_types) for p in plans)
+    print(
+        f"\n[{name}] records in {records}, transactions {len(plans)} "
+        f"({sum(not p.complete for p in plans)} incomplete), out {len(outputs)}, "
+        f"lost {len(report.lost)}, duplicated {len(report.duplicated)}, "
+        f"recovered in {recovered_s:.1f}s"
+    )
+    assert report.ok, report.summary()
+    assert recovered_s <= bound_s, f"recovery took {recovered_s:.1f} s"
+    return outputs

@@ -27,10 +27,11 @@ from job.aggregate import (
     read_closed_marker,
 )
 from job.records import Event, Source
-from job.rules import SINCE_LAST, Rule
+from job.rules import SINCE_LAST, Rule, default_rules
 from tests.kit import DictState
 
 TYPES = ("TypeA", "TypeB", "TypeC")
+RULES = default_rules(TYPES, 120)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +130,20 @@ def _timer(fired_at, wall_clock, open_=True, closed_until=None, now=10_000, last
     return on_timer(fired_at, wall_clock, deadlines, closed_until, now, last_input, GRACE)
 
 
+def test_the_progress_timer_reports_in_event_time_only_and_expiry_comes_first():
+    def at(fired_at, wall_clock, progress_at):
+        deadlines = (EVENT_AT, WALL_AT)
+        return on_timer(fired_at, wall_clock, deadlines, None, 10_000, 0, GRACE, progress_at)
+
+    assert at(2_000, False, 2_000).action is TimerAction.REPORT
+    assert at(2_000, True, 2_000).action is TimerAction.IGNORE  # a wall-clock timer
+    assert at(2_000, False, 0).action is TimerAction.IGNORE  # none pending: stale
+    assert at(EVENT_AT, False, EVENT_AT).action is TimerAction.EXPIRE
+    assert on_timer(2_000, False, None, UNTIL, 10_000, 0, GRACE, 2_000).action is (
+        TimerAction.IGNORE
+    )  # closed since
+
+
 def test_event_time_timer_of_an_open_transaction_expires_it_by_event_time():
     decision = _timer(EVENT_AT, wall_clock=False, last_input=9_999)  # input flowing: no matter
     assert decision == TimerDecision(TimerAction.EXPIRE, expired_by=BY_EVENT_TIME)
@@ -185,13 +200,13 @@ def test_a_straggler_after_the_retention_opens_a_new_transaction():
     state = DictState()
     event = Event("tx-r", "TypeA", '{"transaction": "tx-r"}', Source("Events-TypeA", 0, 1, 5))
     for t in TYPES:
-        on_event(state, replace(event, type=t), TYPES, 0)
+        on_event(state, replace(event, type=t), RULES, 0)
     assert state.closed_status() == Outcome.COMPLETE
-    assert on_event(state, event, TYPES, 0).verdict is Verdict.LATE
+    assert on_event(state, event, RULES, 0).verdict is Verdict.LATE
     # The retention timer fires: the shell clears the marker as the decision says.
     assert _timer(UNTIL, True, open_=False, closed_until=UNTIL).action is TimerAction.FORGET
     state.forget()
-    assert on_event(state, event, TYPES, 0).verdict is Verdict.OPENED
+    assert on_event(state, event, RULES, 0).verdict is Verdict.OPENED
 
 
 def test_an_expired_partial_names_the_timer_that_closed_it():

@@ -99,8 +99,14 @@ def test_renamed_option_keeps_its_old_name():
 def test_topics_are_described_once_with_the_reference_topic_compacted():
     config = JobConfig(types=("TypeA", "TypeF"), topic_prefix="p-")
     specs = {t.name: t for t in config.topics(partitions=4)}
-    assert list(specs) == [*config.input_topics, *config.output_topics, config.reference_topic]
+    assert list(specs) == [
+        *config.input_topics, *config.output_topics, config.progress_topic,
+        config.reference_topic,
+    ]  # fmt: skip
     assert specs["p-TypeF"].partitions == 4
+    progress = specs[config.progress_topic]
+    assert (progress.partitions, dict(progress.configs)) == (4, {"cleanup.policy": "compact"})
+    assert config.sink_topics == [*config.output_topics, config.progress_topic]
     reference = specs[config.reference_topic]
     assert (reference.partitions, dict(reference.configs)) == (1, {"cleanup.policy": "compact"})
     assert reference.compose_arg() == "Reference-Services:1:cleanup.policy=compact"

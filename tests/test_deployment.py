@@ -466,6 +466,8 @@ def test_compose_has_every_service() -> None:
         "job-submit",
         "generator",
         "kafka-ui",
+        "prometheus",
+        "grafana",
         "postgres",
         "migrate",
         "writer-submit",
@@ -817,3 +819,53 @@ def test_yaml_files_pass_yamllint() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- several hosts (stack/hosts.py) ------------------------------------------------------------
+
+
+def _hosts_settings() -> dict[str, str]:
+    from stack.hosts import NETWORK, S3_PORT, SERVICES, ZOOKEEPER_PORT, distributed_settings
+
+    address = NETWORK.host(SERVICES).address
+    settings = distributed_settings(f"http://{address}:{S3_PORT}", f"{address}:{ZOOKEEPER_PORT}")
+    return {k: v for k, v in settings.items() if not k.startswith("python.")}  # machine paths
+
+
+def _deployment_section() -> str:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    return text[text.index("## Several hosts") :]
+
+
+def test_the_several_hosts_section_shows_the_settings_and_addresses_the_code_uses() -> None:
+    from stack.hosts import NETWORK
+
+    section = _deployment_section()
+    block = section[
+        section.index("```yaml") + len("```yaml") : section.index(
+            "```", section.index("```yaml") + 7
+        )
+    ]
+    assert {k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in yaml.safe_load(block).items()} == _hosts_settings()  # fmt: skip
+    rows = re.findall(r"^\| (txn-\w) \| ([0-9.]+) \|", section, re.MULTILINE)
+    assert rows == [(h.name, h.address) for h in NETWORK.hosts]
+    assert f"`{NETWORK.bridge}`" in section and f"{NETWORK.gateway}" in section
+
+
+def test_kubernetes_keeps_state_in_s3_as_the_hosts_do() -> None:
+    """The same bucket layout, path-style access, plugin and credential variables."""
+    from stack.s3 import CREDENTIAL_VARIABLES
+
+    hosts = _hosts_settings()
+    deployment = flink_deployment()
+    k8s = {k: str(v) for k, v in deployment["spec"]["flinkConfiguration"].items()}
+    for key in ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir",
+                "high-availability.storageDir", "s3.path.style.access"):  # fmt: skip
+        assert k8s[key] == hosts[key], key
+    (container,) = deployment["spec"]["podTemplate"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    _, plugin, _ = jars.FLINK_S3_PLUGIN.split(":")
+    assert env["ENABLE_BUILT_IN_PLUGINS"]["value"].startswith(f"{plugin}-")
+    for variable in CREDENTIAL_VARIABLES:
+        assert "secretKeyRef" in env[variable]["valueFrom"], variable

@@ -1,4 +1,5 @@
-"""The job's counters, read back exactly from the REST API, Prometheus and the status command.
+"""The job's counters, read back exactly from the REST API, Prometheus and the status command,
+and the Grafana dashboard's queries run on a real Prometheus scraping the same job.
 
 A known input goes through the live job: 10 complete transactions, 3 partials, 2 malformed
 records, 1 producer retry and 1 straggler after its transaction closed.
@@ -14,8 +15,10 @@ import pytest
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import Transaction, plan, record_value
+from job.metrics import COMPLETION, INF, arrival_offset, late_age
 from stack import status
 from stack.submit import submit_correlator
+from tests.test_dashboard import metric_names, queries
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -45,7 +48,7 @@ def _prometheus_value(text: str, name: str, job_id: str, **labels: str) -> float
     return None
 
 
-def test_counters_in_rest_prometheus_and_status(flink, topics):
+def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
     config = topics.live()
     types = list(config.types)
     rng = random.Random(8)
@@ -70,6 +73,7 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
 
         expected = {
             "records_in": {"TypeA": 15, "TypeB": 13, "TypeC": 10, "TypeD": 10, "TypeE": 10},
+            "progress_records": 0,  # no --progress-interval-s: tests/test_open_transactions.py
             "dead_letters": 2,
             "aggregated": 10,
             "expired": 3,
@@ -94,9 +98,15 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
         assert report["job"]["state"] == "RUNNING"
         assert report["counters"] == expected
         assert lag == {t: 0 for t in config.input_topics}
-        assert report["last_checkpoint"]["age_s"] < 30
-        text = status.render(report)
-        assert "aggregated:    10" in text and "TypeA 15" in text and "RUNNING" in text
+        assert report["missing"] == {"TypeC": 3, "TypeD": 3, "TypeE": 3}
+        assert report["late"] == {"TypeA": 1}
+        quality = flink.api.operator_metrics(job_id, "correlate", "correlate_transactions.")
+        arrivals = {"TypeA": 13, "TypeB": 13, "TypeC": 10, "TypeD": 10, "TypeE": 10}
+        for record_type, count in arrivals.items():
+            assert quality[arrival_offset(record_type).bucket(INF)] == count, record_type
+            assert quality[arrival_offset(record_type).count] == count, record_type
+        assert quality[late_age("TypeA").count] == 1 and quality[late_age("TypeB").count] == 0
+        assert quality[COMPLETION.bucket(INF)] == quality[COMPLETION.count] == 10
 
         scraped = _scrape_all()
         prefix = "flink_taskmanager_job_task_operator_"
@@ -113,5 +123,48 @@ def test_counters_in_rest_prometheus_and_status(flink, topics):
             scraped, prefix + "dead_letters", job_id, operator_name="correlate_transactions"
         )
         assert dead == 2
+        for record_type in ("TypeC", "TypeD", "TypeE"):
+            value = _prometheus_value(
+                scraped, prefix + "type_missing", job_id, type=record_type, **operator
+            )
+            assert value == 3, record_type
+        late = _prometheus_value(scraped, prefix + "type_late", job_id, type="TypeA", **operator)
+        assert late == 1
+        offsets = _prometheus_value(
+            scraped, prefix + "type_le_arrival_offset_ms_bucket", job_id,
+            type="TypeB", le=INF, **operator,
+        )  # fmt: skip
+        assert offsets == 13
+        done = _prometheus_value(
+            scraped, prefix + "le_completion_ms_bucket", job_id, le=INF, **operator
+        )
+        assert done == 10
+        _dashboard_queries_run(prometheus, job_id)
     finally:
         flink.api.cancel(job_id)
+
+
+def _dashboard_queries_run(prometheus, job_id: str, timeout: float = 60) -> None:
+    """Every metric the dashboard names is in the real Prometheus' scrape of this job, and
+    every query of the dashboard runs; the missing-type ranking shows this input's."""
+    wanted = set().union(*(metric_names(q) for q in queries()))
+    deadline = time.monotonic() + timeout
+    while not wanted <= (names := prometheus.metric_names()):
+        assert time.monotonic() < deadline, f"never scraped: {sorted(wanted - names)}"
+        time.sleep(1)
+    results = {q: prometheus.query(q) for q in queries()}  # raises for a bad query
+    ranking = next(r for q, r in results.items() if "type_missing" in q)
+    assert {r["metric"]["type"] for r in ranking} >= {"TypeC", "TypeD", "TypeE"}
+    missing = prometheus.query(
+        f'sum by (type) (flink_taskmanager_job_task_operator_type_missing{{job_id="{job_id}"}})'
+    )
+    assert {r["metric"]["type"]: float(r["value"][1]) for r in missing} == {
+        "TypeA": 0, "TypeB": 0, "TypeC": 3, "TypeD": 3, "TypeE": 3,
+    }  # fmt: skip
+    # The buckets form a histogram Prometheus can read (the last one's `le` parses as +Inf):
+    # all 10 complete transactions took at most 5 s from first part to aggregate.
+    (p99,) = prometheus.query(
+        "histogram_quantile(0.99, sum by (le) (flink_taskmanager_job_task_operator_le_"
+        f'completion_ms_bucket{{job_id="{job_id}"}}))'
+    )
+    assert 0 < float(p99["value"][1]) <= 5_000, p99

@@ -5,11 +5,9 @@ Both jobs run on the session's real cluster; the table is the real one from
 exactly as it was: same rows, same contents.
 """
 
-import contextlib
 import json
 import random
 import time
-import urllib.error
 from dataclasses import replace
 
 import pytest
@@ -19,7 +17,7 @@ from generator.transactions import load_plans, record_value
 from stack.submit import submit_correlator, submit_writer
 from store import __main__ as store_cli
 from store import db
-from tests.kit import writer_for
+from tests.kit import wait_until_written, writer_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -38,33 +36,6 @@ def _wait_for_rows(url: str, prefix: str, count: int, timeout: float) -> list[di
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.5)
-
-
-def _wait_until_read(flink, job_id: str, records: int, timeout: float = 120) -> float:
-    """Until the writer passed on `records` rows and a checkpoint completed after that.
-
-    The JDBC sink flushes its buffer on every checkpoint, so by then all rows are written.
-    Returns the seconds until the rows were passed on (from the writer running).
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    written = 0.0
-    while written < records:
-        assert time.monotonic() < deadline, f"the writer passed on {written} rows"
-        time.sleep(1)
-        with contextlib.suppress(urllib.error.HTTPError):  # metrics appear after start-up
-            # Calc: the SQL projection right before the sink, one record per row.
-            written = flink.api.operator_metrics(job_id, "Source", "Calc[2].").get(
-                "numRecordsOut", 0
-            )
-    passed_on_s = time.monotonic() - started
-    read_at_ms = time.time() * 1000
-    while True:
-        latest = flink.api.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
-        if latest and latest["latest_ack_timestamp"] > read_at_ms:
-            return passed_on_s
-        assert time.monotonic() < deadline, "no checkpoint completed after the replay"
-        time.sleep(1)
 
 
 def _damage(url: str, ids: list[str], rng: random.Random) -> tuple[list[str], list[str]]:
@@ -120,7 +91,7 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
         assert _rows(postgres.url, prefix) != rows
         writer_id = submit_writer(flink, replace(writer, from_beginning=True))
         flink.api.wait_until_running(writer_id)
-        replay_s = _wait_until_read(flink, writer_id, len(plans))
+        replay_s = wait_until_written(flink, writer_id, len(plans))
         assert _rows(postgres.url, prefix) == rows, f"damaged {damaged}, deleted {deleted}"
         print(
             f"\n{len(plans)} transactions stored {stored_s:.1f}s after the load started "

@@ -17,9 +17,11 @@ from job import aggregate, records
 from job.aggregate import Outcome, Verdict
 from job.config import JobConfig
 from job.records import DeadLetter, Event, Source, parse
+from job.rules import default_rules
 from tests.kit import DictState
 
 TYPES = ("TypeA", "TypeB", "TypeC")
+RULES = default_rules(TYPES, 120)
 CONFIG = JobConfig(types=TYPES)
 
 
@@ -74,7 +76,7 @@ def test_every_record_is_accounted_for_exactly_once(run):
                 tx, record_type, value, Source("Events-" + record_type, 0, offset, offset)
             )
             sent.append(offset)
-            step = aggregate.on_event(state, event, TYPES, now_ms=offset)
+            step = aggregate.on_event(state, event, RULES, now_ms=offset)
             if step.verdict is Verdict.COMPLETE:
                 assert state.held_types() == []
             if step.output:

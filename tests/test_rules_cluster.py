@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 
@@ -46,27 +47,29 @@ def _by_transaction(config, topic: str, until) -> dict[str, list[dict]]:
 
 def test_two_kinds_complete_at_once_and_a_rule_change_applies_to_new_ones(flink, topics, tmp_path):
     """Refunds need A, B, C and cards every type: both complete when their last part arrives
-    (the timeout is far away), none expires. Then the loader command sends rules under
-    which a refund needs only A and B: new refunds complete with those."""
+    (the timeout is far away), none expires; the generator sends both kinds, each with the
+    types its rule requires. Then the loader command sends rules under which a refund
+    needs only A and B: new refunds complete with those."""
     config = topics.live(timeout_s=120, rules_file=_rules_file(tmp_path, 1, REFUND))
     rng = random.Random(7)
-    types = list(config.types)
-    refunds = [plan(REFUND, rng, shuffle=True, kind="refund") for _ in range(20)]
-    cards = [plan(types, rng, shuffle=True, kind="card") for _ in range(20)]
     job_id = submit_correlator(flink, config)
     try:
         flink.api.wait_until_running(job_id)
-        _send(config, refunds + cards, rng)
-        wanted = {p.id for p in refunds + cards}
-        done = _by_transaction(
-            config,
-            config.aggregated_topic,
-            lambda rs: {r.value["transaction"] for r in rs} >= wanted,
+        generator = [
+            str(PYTHON), "-m", "generator", "shuffled", "--count", "40", "--max-delay", "0",
+            "--kinds", "refund,card", "--rules-file", config.rules_file, "--json",
+            "--bootstrap-servers", config.bootstrap_servers,
+            "--topic-prefix", config.topic_prefix,
+        ]  # fmt: skip
+        sent = json.loads(
+            subprocess.run(generator, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         )
-        for p in refunds + cards:
-            (record,) = done[p.id]
-            assert (record["kind"], record["missing"]) == (p.kind, [])
-            assert sorted(record["types"]) == sorted(p.sent_types)
+        assert set(sent["kinds"]) == {"refund", "card"} and sent["complete"] == 40
+        done = _by_transaction(config, config.aggregated_topic, lambda rs: len(rs) >= 40)
+        required = {"refund": sorted(REFUND), "card": sorted(config.types)}
+        assert Counter(r["kind"] for (r,) in done.values()) == sent["kinds"]
+        for (record,) in done.values():
+            assert record["missing"] == [] and sorted(record["types"]) == required[record["kind"]]
             assert record["emitted_at"] - record["last_event_time"] < 60_000  # not by expiry
 
         newer = tmp_path / "rules-2.yaml"

@@ -21,9 +21,11 @@ from job.aggregate import Outcome, Part, Verdict, build_aggregate
 from job.config import JobConfig
 from job.enrich import enrich, parse_reference
 from job.records import DeadLetter, Event, Source, parse
+from job.rules import default_rules
 from tests.kit import DictState, strict_json
 
 TYPES = ("TypeA", "TypeB")
+RULES = default_rules(TYPES, 120)
 CONFIG = JobConfig(types=TYPES)
 SOURCE = Source("Events-TypeA", 0, 1, 1_000)
 
@@ -93,7 +95,7 @@ def test_whatever_parses_is_strict_and_whatever_is_refused_keeps_its_bytes(value
         strict_json(result.value)
         result.transaction.encode("utf-8")
         state = DictState()
-        step = aggregate.on_event(state, result, ["TypeA"], 0)
+        step = aggregate.on_event(state, result, default_rules(("TypeA",), 120), 0)
         assert step.verdict is Verdict.COMPLETE
         strict_json(step.output.value)
         strict_json(step.output.key)
@@ -161,7 +163,7 @@ def test_a_failing_enricher_still_emits_the_aggregate():
     state = DictState()
     state.add_part("TypeA", Part(0, 100, '{"transaction": "tx"}', 0, 1))
     event = Event("tx", "TypeB", '{"transaction": "tx"}', Source("Events-TypeB", 0, 2, 150))
-    step = aggregate.on_event(state, event, TYPES, 0, broken)
+    step = aggregate.on_event(state, event, RULES, 0, broken)
     assert step.verdict is Verdict.COMPLETE
     out = strict_json(step.output.value)
     assert out["status"] == Outcome.COMPLETE and set(out["parts"]) == {"TypeA", "TypeB"}
@@ -180,7 +182,7 @@ def test_state_is_unchanged_when_closing_fails():
     state.add_part("TypeA", Part(0, 100, '{"transaction": "tx"}', 0, 1))
     bad_part = Event("tx", "TypeB", '{"transaction": "tx", "n": NaN}', SOURCE)  # not strict
     with pytest.raises(ValueError):
-        aggregate.on_event(state, bad_part, TYPES, 0)
+        aggregate.on_event(state, bad_part, RULES, 0)
     assert state.held_types() == ["TypeA"] and state.closed_status() is None
 
 

@@ -1,0 +1,119 @@
+"""A Prometheus server from Debian's package, scraping the local Flink cluster's reporters.
+
+Flink's Prometheus reporter (`flink-conf/config.yaml`, `metrics.reporter.prom`) gives the
+JobManager and every TaskManager an endpoint on the first free port of 9249-9269; this
+server scrapes the whole range on 127.0.0.1 (a port with no process is just a target that
+is down), every 5 s, so the dashboard's queries (`deploy/grafana/`) run against what the
+job really exports. Its data and log live in `.run/prometheus-<port>/`. Grafana has no
+package that installs here without Docker; `deploy/` provisions it in docker-compose.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stack.kafka import _alive, _terminate
+from stack.paths import ROOT, RUN
+
+FLINK_REPORTER_PORTS = range(9249, 9270)  # flink-conf/config.yaml metrics.reporter.prom.port
+SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"  # docker-compose's
+
+
+def scrape_config(targets: list[str], interval_s: float) -> dict:
+    """The compose file's scrape configuration with this machine's targets: the same job
+    name, metrics path and relabelling, so the dashboard's queries fit both."""
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    config["global"]["scrape_interval"] = f"{interval_s:g}s"
+    config["global"]["evaluation_interval"] = f"{interval_s:g}s"
+    (job,) = config["scrape_configs"]
+    job["static_configs"] = [{"targets": targets}]
+    job.pop("dns_sd_configs", None)  # compose's TaskManager replicas: no such names here
+    return config
+
+
+@dataclass
+class PrometheusServer:
+    port: int = 9090
+    scrape_interval_s: float = 5.0
+
+    @property
+    def home(self) -> Path:
+        return RUN / f"prometheus-{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "prometheus.pid"
+
+    @staticmethod
+    def installed() -> bool:
+        return shutil.which("prometheus") is not None
+
+    def running(self) -> bool:
+        return _alive(self.pid_file)
+
+    def start(self, timeout: float = 60) -> None:
+        if self.running():
+            return
+        if not self.installed():
+            raise RuntimeError("Prometheus is not installed; run bin/setup (apt prometheus)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "prometheus.yml"
+        targets = [f"127.0.0.1:{p}" for p in FLINK_REPORTER_PORTS]
+        config.write_text(yaml.safe_dump(scrape_config(targets, self.scrape_interval_s)))
+        with open(self.home / "prometheus.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    "prometheus", f"--config.file={config}",
+                    f"--storage.tsdb.path={self.home / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if not self.running():
+                raise RuntimeError(f"Prometheus exited; see {self.home / 'prometheus.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus on {self.url} was not ready in {timeout} s")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _terminate(self.pid_file, timeout=20)
+
+    def query(self, expr: str) -> list[dict]:
+        """The result of an instant query; raises ValueError for a query Prometheus refuses."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:
+            body = json.load(error)
+        if body.get("status") != "success":
+            raise ValueError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def metric_names(self) -> set[str]:
+        url = f"{self.url}/api/v1/label/__name__/values"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return set(json.load(response)["data"])
