@@ -113,14 +113,10 @@ COPY store/ store/
 COPY sql/ sql/
 RUN python -m pip install --no-cache-dir -e .
 
-# Cluster configuration for containers (bind to 0.0.0.0, service names, volume paths); the
+# Cluster configuration for containers (bind to 0.0.0.0, service names, state in S3); the
 # settings themselves are those of flink-conf/config.yaml. The entrypoint rewrites this file
 # at start (JOB_MANAGER_RPC_ADDRESS, FLINK_PROPERTIES), so the flink user owns it.
 COPY --chown=flink:flink deploy/flink/config.yaml /opt/flink/conf/config.yaml
-
-# Checkpoints and savepoints: named volumes in docker-compose.yml, created owned by flink.
-RUN mkdir -p /var/lib/flink/checkpoints /var/lib/flink/savepoints \
- && chown -R flink:flink /var/lib/flink
 
 WORKDIR /opt/flink
 USER flink

@@ -12,8 +12,10 @@ import urllib.error
 
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
+from generator.transactions import load_plans
 from generator.verify import verify
 from job.aggregate import Closed, Part
+from stack.submit import submit_correlator
 
 
 class DictState:
@@ -220,3 +222,26 @@ def check_exactly_once(
     assert report.ok, report.summary()
     assert recovered_s <= bound_s, f"recovery took {recovered_s:.1f} s"
     return outputs
+
+
+def fault_under_load(
+    flink, config, name: str, fault, transactions: int, rate: float, bound_s: float
+) -> list:
+    """Submits the correlator, sends `transactions` plans at `rate` a second and, once some
+    of them are in a completed checkpoint, calls `fault(job_id)`, which returns the job id
+    that runs afterwards and the seconds it took to recover; then checks exactly once
+    (`check_exactly_once`) and returns the outputs. The job is cancelled whatever happens."""
+    plans = load_plans(transactions, config.types, 0.1, 0.5, random.Random(name))
+    job_id = submit_correlator(flink, config)
+    try:
+        flink.api.wait_until_running(job_id)
+        with Load(config, plans, rate) as load:
+            wait_for_checkpoint_after(flink, job_id, time.time() + 2)
+            job_id, recovered_s = fault(job_id)
+            load.join()
+        return check_exactly_once(name, flink, job_id, config, plans, recovered_s, bound_s)
+    finally:
+        if job_id:
+            state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
+            if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
+                flink.api.cancel(job_id)

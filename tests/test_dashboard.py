@@ -93,7 +93,9 @@ def test_the_scrape_configuration_reaches_every_reporter_port():
     flink_conf = yaml.safe_load((ROOT / "deploy" / "flink" / "config.yaml").read_text())
     first_port = str(flink_conf["metrics"]["reporter"]["prom"]["port"]).split("-")[0]
     assert int(first_port) == FLINK_REPORTER_PORTS[0]
-    assert job["static_configs"] == [{"targets": [f"jobmanager:{first_port}"]}]
+    jobmanagers = [name for name in compose if name.startswith("jobmanager")]
+    assert jobmanagers == ["jobmanager", "jobmanager-standby"]
+    assert job["static_configs"] == [{"targets": [f"{n}:{first_port}" for n in jobmanagers]}]
     (dns,) = job["dns_sd_configs"]
     assert (dns["names"], dns["port"]) == (["taskmanager"], int(first_port))
     assert {"jobmanager", "taskmanager"} <= set(compose)

@@ -31,6 +31,7 @@ from generator.__main__ import build_parser as generator_parser
 from job.config import JobConfig, TopicSpec, WriterConfig, parse_args
 from stack import jars
 from stack.flink import FlinkCluster
+from stack.hosts import BUCKET, ZOOKEEPER_PORT, distributed_settings
 from stack.kafka import KafkaBroker
 from stack.postgres import DATABASE
 
@@ -57,14 +58,15 @@ ADDRESS_KEYS = {
     "rest.address",
     "rest.bind-address",
 }
+S3_CONTAINER_PORT = 80  # the s3proxy image's endpoint
 # What deploy/flink/config.yaml may set differently: addresses, the TaskManager RPC port of
-# the health check, the image's Python, the folders of the named volumes.
+# the health check, the image's Python, and what a cluster across hosts sets (high
+# availability, state in S3: test_container_config_runs_as_the_several_hosts_do).
 CONTAINER_KEYS = ADDRESS_KEYS | {
     "taskmanager.rpc.port",
     "python.executable",
     "python.client.executable",
-    "execution.checkpointing.dir",
-    "execution.checkpointing.savepoint-dir",
+    *distributed_settings("", ""),
 }
 # Keys the Flink Kubernetes Operator owns (ports, memory from spec.*.resource).
 OPERATOR_KEYS = ADDRESS_KEYS | {
@@ -363,13 +365,9 @@ def test_dockerfile_copies_every_package_and_the_sql() -> None:
     assert copied["deploy/flink/config.yaml"] == "/opt/flink/conf/config.yaml"
 
 
-def test_dockerfile_python_and_state_folders_match_the_container_config() -> None:
+def test_dockerfile_python_matches_the_container_config() -> None:
     conf = flatten(load_yaml(CONTAINER_CONF))
     assert conf["python.executable"] == conf["python.client.executable"] == image_python()
-    mkdirs = [c for c in dockerfile().run_commands() if c[:2] == ["mkdir", "-p"]]
-    for key in ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir"):
-        folder = conf[key].removeprefix("file://")
-        assert any(folder in c for c in mkdirs), f"the image does not create {folder}"
     users = [a for a, _ in dockerfile().all("USER")]
     assert users[-1] == "flink", "the image runs as the flink user"
 
@@ -411,6 +409,16 @@ def test_dockerignore_keeps_the_local_state_out_and_what_the_image_copies_in() -
 # --- Flink configuration -----------------------------------------------------------------------
 
 
+def test_container_config_runs_as_the_several_hosts_do() -> None:
+    """HA through ZooKeeper and state in S3 with the settings tests/test_hosts.py proves,
+    the compose services' names as addresses."""
+    container = flatten(load_yaml(CONTAINER_CONF))
+    expected = distributed_settings(f"http://s3:{S3_CONTAINER_PORT}", f"zookeeper:{ZOOKEEPER_PORT}")
+    for key, value in expected.items():
+        if not key.startswith("python."):  # the image's own, above
+            assert container.get(key) == value, key
+
+
 def test_container_flink_config_keeps_every_setting_of_flink_conf() -> None:
     """A setting changed for the local cluster must reach the containers too."""
     local = flatten(load_yaml(LOCAL_CONF))
@@ -439,7 +447,7 @@ def test_kubernetes_flink_configuration_keeps_every_setting_of_flink_conf() -> N
 
 # --- docker-compose.yml ------------------------------------------------------------------------
 
-FLINK_SERVICES = ("jobmanager", "taskmanager", "job-submit", "generator")
+FLINK_SERVICES = ("jobmanager", "jobmanager-standby", "taskmanager", "job-submit", "generator")
 
 
 def internal_bootstrap() -> str:
@@ -461,7 +469,10 @@ def test_compose_has_every_service() -> None:
     assert set(compose()["services"]) == {
         "kafka",
         "topics",
+        "zookeeper",
+        "s3",
         "jobmanager",
+        "jobmanager-standby",
         "taskmanager",
         "job-submit",
         "generator",
@@ -536,7 +547,10 @@ def test_compose_flink_services_share_the_image_built_here() -> None:
         flink = service(name)
         assert flink["build"] == "."
         assert flink["image"] == f"{pyproject()['project']['name']}:{version}"
-        assert flink["environment"]["JOB_MANAGER_RPC_ADDRESS"] == "jobmanager"
+        own = "jobmanager-standby" if name == "jobmanager-standby" else "jobmanager"
+        assert flink["environment"]["JOB_MANAGER_RPC_ADDRESS"] == own
+    standby = service("jobmanager-standby")["environment"]["FLINK_PROPERTIES"]
+    assert yaml.safe_load(standby) == {"rest.address": "jobmanager-standby"}
     container = flatten(load_yaml(CONTAINER_CONF))
     assert container["jobmanager.rpc.address"] == container["rest.address"] == "jobmanager"
 
@@ -550,19 +564,38 @@ def test_compose_flink_ports_volumes_and_health_checks() -> None:
     assert f"localhost:{rest_port}/" in service("jobmanager")["healthcheck"]["test"][-1]
     tm_port = container["taskmanager.rpc.port"]
     assert f"('localhost', {tm_port})" in service("taskmanager")["healthcheck"]["test"][-1]
-    for name in ("kafka", "jobmanager", "taskmanager", "kafka-ui"):
+    assert service("jobmanager-standby")["ports"] == [f"127.0.0.1:8082:{rest_port}"]
+    for name in ("kafka", "zookeeper", "s3", "jobmanager", "jobmanager-standby", "taskmanager",
+                 "kafka-ui"):  # fmt: skip
         assert service(name)["healthcheck"]["test"], f"{name} has no health check"
-    mounts = {
-        f"{volume}:{container[key].removeprefix('file://')}"
-        for volume, key in (
-            ("checkpoints", "execution.checkpointing.dir"),
-            ("savepoints", "execution.checkpointing.savepoint-dir"),
-        )
-    }
-    for name in ("jobmanager", "taskmanager"):
-        assert mounts <= set(service(name)["volumes"]), f"{name} misses the state volumes"
-    assert {"checkpoints", "savepoints", "kafka-data"} <= set(compose()["volumes"])
+    for name in ("jobmanager", "jobmanager-standby"):
+        assert set(service(name)["depends_on"]) == {"zookeeper", "s3"}
+    for name in FLINK_SERVICES:
+        assert "volumes" not in service(name), f"{name}: state is in S3, not in a volume"
+    assert {"s3-data", "zookeeper-data", "kafka-data"} <= set(compose()["volumes"])
     assert interpolate(service("taskmanager")["deploy"]["replicas"]) == "3"
+
+
+def test_compose_runs_the_s3_server_and_zookeeper_the_hosts_run() -> None:
+    """The same s3proxy and ZooKeeper versions, the bucket of the Flink settings, and the
+    keys from the environment only (compose stops with a message when they are not set)."""
+    from stack.s3 import CREDENTIAL_VARIABLES
+
+    s3, zookeeper = service("s3"), service("zookeeper")
+    assert s3["image"] == f"andrewgaul/s3proxy:{jars.S3PROXY.rsplit(':', 1)[1]}"
+    assert zookeeper["image"] == f"zookeeper:{jars.ZOOKEEPER_VERSION}"
+    assert f"mkdir -p /data/{BUCKET} " in s3["entrypoint"][-1]
+    assert s3["environment"]["JCLOUDS_FILESYSTEM_BASEDIR"] == "/data"
+    assert "s3-data:/data" in s3["volumes"]
+    assert s3["environment"]["S3PROXY_ENDPOINT"].endswith(f":{S3_CONTAINER_PORT}")
+    keys = ("S3PROXY_IDENTITY", "S3PROXY_CREDENTIAL")
+    for variable, key in zip(CREDENTIAL_VARIABLES, keys, strict=True):
+        assert s3["environment"][key].startswith(f"${{{variable}:?"), key
+        for name in ("jobmanager", "jobmanager-standby", "taskmanager"):
+            assert service(name)["environment"][variable].startswith(f"${{{variable}:?"), name
+    _, plugin, _ = jars.FLINK_S3_PLUGIN.split(":")
+    for name in ("jobmanager", "jobmanager-standby", "taskmanager"):
+        assert service(name)["environment"]["ENABLE_BUILT_IN_PLUGINS"].startswith(f"{plugin}-")
 
 
 def test_compose_submits_the_job_with_valid_arguments() -> None:
@@ -699,6 +732,7 @@ def test_compose_file_is_valid_for_a_real_compose_implementation(tmp_path: Path)
         if k not in {"TASKMANAGERS", "PARALLELISM", "FROM_SAVEPOINT", "POSTGRES_PASSWORD"}
         and not k.startswith(("COMPOSE_", "GENERATOR_"))
     }
+    env.update(AWS_ACCESS_KEY_ID="compose-test", AWS_SECRET_ACCESS_KEY="compose-test-secret")
     result = subprocess.run(
         [*command, "--project-directory", str(ROOT), "-f", str(path), "config"],
         capture_output=True,
@@ -707,6 +741,12 @@ def test_compose_file_is_valid_for_a_real_compose_implementation(tmp_path: Path)
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    without_keys = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    refused = subprocess.run(
+        [*command, "--project-directory", str(ROOT), "-f", str(path), "config"],
+        capture_output=True, text=True, env=without_keys, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "export the S3 keys" in refused.stderr, refused.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == set(compose()["services"])
     assert resolved["services"]["taskmanager"]["deploy"]["replicas"] == 3

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import subprocess
 import threading
@@ -22,14 +21,11 @@ from dataclasses import replace
 
 import pytest
 
-from generator.transactions import load_plans
 from stack.paths import ROOT
 from stack.submit import submit_correlator
 from tests.kit import (
-    Load,
-    check_exactly_once,
+    fault_under_load,
     stack_command,
-    wait_for_checkpoint_after,
     wait_recovered,
 )
 
@@ -52,24 +48,9 @@ def _config(topics, parallelism: int = 1):
 def _scenario(
     flink, topics, name: str, fault: Callable[[str], tuple[str, float]], p: int = 1
 ) -> list:
-    """Runs the load, calls `fault(job_id)` mid-stream (it returns the job id that runs
-    afterwards and the seconds to recover), then checks the output."""
+    """The load, `fault(job_id)` mid-stream, then the output checked (kit.fault_under_load)."""
     config = _config(topics, p)
-    plans = load_plans(TRANSACTIONS, config.types, 0.1, 0.5, random.Random(name))
-    job_id = submit_correlator(flink, config)
-    try:
-        flink.api.wait_until_running(job_id)
-        with Load(config, plans, RATE) as load:
-            # Mid-stream, once some of the load is in a completed checkpoint.
-            wait_for_checkpoint_after(flink, job_id, time.time() + 2)
-            job_id, recovered_s = fault(job_id)
-            load.join()
-        return check_exactly_once(name, flink, job_id, config, plans, recovered_s, RECOVERY_BOUND_S)
-    finally:
-        if job_id:
-            state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
-            if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
-                flink.api.cancel(job_id)
+    return fault_under_load(flink, config, name, fault, TRANSACTIONS, RATE, RECOVERY_BOUND_S)
 
 
 def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres):

@@ -12,7 +12,6 @@ the reason, only where network namespaces cannot be made (not root).
 
 from __future__ import annotations
 
-import random
 import shutil
 import subprocess
 import time
@@ -22,14 +21,13 @@ from dataclasses import replace
 
 import pytest
 
-from generator.transactions import load_plans
 from job.config import JobConfig
 from stack import netns
 from stack.hosts import BUCKET, JOBMANAGERS, TASKMANAGERS, HostsCluster
 from stack.kafka import create_job_topics
 from stack.paths import PYTHON, ROOT
 from stack.submit import submit_correlator
-from tests.kit import Load, check_exactly_once, wait_for_checkpoint_after, wait_recovered
+from tests.kit import fault_under_load, wait_for_checkpoint_after, wait_recovered
 
 pytestmark = [pytest.mark.hosts]
 
@@ -69,20 +67,8 @@ def _scenario(hosts, name: str, fault: Callable[[str, JobConfig], tuple[str, flo
         checkpoint_interval_s=2, parallelism=p,
     )  # fmt: skip
     create_job_topics(hosts.broker, config)
-    plans = load_plans(TRANSACTIONS, config.types, 0.1, 0.5, random.Random(name))
-    job_id = submit_correlator(hosts, config)
-    try:
-        hosts.api.wait_until_running(job_id)
-        with Load(config, plans, RATE) as load:
-            wait_for_checkpoint_after(hosts, job_id, time.time() + 2)
-            job_id, recovered_s = fault(job_id, config)
-            load.join()
-        check_exactly_once(name, hosts, job_id, config, plans, recovered_s, RECOVERY_BOUND_S)
-        return config, job_id
-    finally:
-        state = hosts.api.rest(f"/jobs/{job_id}", quiet=True)
-        if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
-            hosts.api.cancel(job_id)
+    fault_under_load(hosts, config, name, lambda job_id: fault(job_id, config), TRANSACTIONS,
+                     RATE, RECOVERY_BOUND_S)  # fmt: skip
 
 
 def test_checkpoints_are_in_the_object_store(hosts):
