@@ -317,7 +317,7 @@ class HostsCluster:
         env = credentials()
         if not self.zookeeper.ready():
             self.processes.append(self.zookeeper.start())
-        if not self._listening(self.s3.address, S3_PORT):
+        if not self.s3.ready():
             self.processes.append(self.s3.start(env))
         self.broker.start()
         started = sum(self.start_daemon(name) for name in JOBMANAGERS)
@@ -328,16 +328,6 @@ class HostsCluster:
         create_job_topics(self.broker, job or JobConfig(bootstrap_servers=self.bootstrap),
                           partitions)  # fmt: skip
         return started + fresh
-
-    @staticmethod
-    def _listening(address: str, port: int) -> bool:
-        import socket
-
-        try:
-            socket.create_connection((address, port), timeout=2).close()
-            return True
-        except OSError:
-            return False
 
     def start_daemon(self, name: str) -> int:
         """Starts the host's JobManager or TaskManager unless it runs; 1 if it started one."""
@@ -386,7 +376,7 @@ class HostsCluster:
 
     def leader(self) -> str | None:
         """The host of the leading JobManager, as published in ZooKeeper."""
-        classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("zookeeper").glob("*.jar")))
+        classpath = jars.classpath("zookeeper")
         node = f"/flink/{CLUSTER_ID}/leader/rest_server/connection_info"
         result = subprocess.run(
             ["java", "-Xmx64m", "-cp", classpath, "org.apache.zookeeper.ZooKeeperMain",

@@ -7,6 +7,7 @@ second call costs nothing and a changed pin fetches again.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -111,6 +112,11 @@ def fetch(name: str) -> Path:
 def fetch_all() -> None:
     for name in BUNDLES:
         fetch(name)
+
+
+def classpath(name: str) -> str:
+    """One bundle's jars as a Java class path (fetched first if needed)."""
+    return os.pathsep.join(str(p) for p in sorted(fetch(name).glob("*.jar")))
 
 
 def connector_jars(*bundles: str) -> list[Path]:

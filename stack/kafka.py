@@ -88,7 +88,7 @@ class KafkaBroker:
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
     def _java(self, main: str, *args: str, log: Path) -> list[str]:
-        classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("kafka").glob("*.jar")))
+        classpath = jars.classpath("kafka")
         return [
             *self.wrap, "java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
             f"-Dlog4j2.configurationFile={self._log4j(log)}",

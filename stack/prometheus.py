@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import yaml
 
 from stack.kafka import _alive, _terminate
 from stack.paths import ROOT, RUN
+from stack.process import wait_started
 
 FLINK_REPORTER_PORTS = range(9249, 9270)  # flink-conf/config.yaml metrics.reporter.prom.port
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"  # docker-compose's
@@ -83,13 +83,8 @@ class PrometheusServer:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if not self.running():
-                raise RuntimeError(f"Prometheus exited; see {self.home / 'prometheus.log'}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Prometheus on {self.url} was not ready in {timeout} s")
-            time.sleep(0.5)
+        log = self.home / "prometheus.log"
+        wait_started(f"Prometheus on {self.url}", self._ready, self.running, log, timeout)
 
     def _ready(self) -> bool:
         try:

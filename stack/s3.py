@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from stack import jars
 from stack.paths import RUN
+from stack.process import wait_started
 
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -86,7 +86,7 @@ class S3Server:
         fd = os.open(properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("".join(f"{k}={_escaped(v)}\n" for k, v in settings.items()))
-        classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("s3proxy").glob("*.jar")))
+        classpath = jars.classpath("s3proxy")
         command = [
             *self.wrap, "java", "-Xms64m", "-Xmx256m",
             f"-Dlogback.configurationFile={logback}", f"-Djava.io.tmpdir={self.home}",
@@ -97,20 +97,18 @@ class S3Server:
                 process = subprocess.Popen(
                     command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            self._wait(process, timeout)
+            wait_started(
+                f"s3proxy on {self.endpoint}", self.ready, lambda: process.poll() is None,
+                self.home / "stdout.log", timeout,
+            )  # fmt: skip
         finally:
             properties.unlink(missing_ok=True)  # read once, at start-up
         return process
 
-    def _wait(self, process: subprocess.Popen, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection((self.address, self.port), timeout=2).close()
-                return
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"s3proxy exited; see {self.home / 'stdout.log'}") from None
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"s3proxy on {self.endpoint} did not listen") from None
-                time.sleep(0.5)
+    def ready(self) -> bool:
+        """It accepts connections (it reads its properties before it listens)."""
+        try:
+            socket.create_connection((self.address, self.port), timeout=2).close()
+            return True
+        except OSError:
+            return False

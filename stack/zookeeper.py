@@ -8,15 +8,14 @@ a log binding), so the bundle in `stack/jars.py` names them. Its data and log li
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from stack import jars
 from stack.paths import RUN
+from stack.process import wait_started
 
 _LOG4J = """status = warn
 appender.file.type = File
@@ -63,7 +62,7 @@ class ZooKeeperServer:
         config.write_text(self._config())
         log4j = self.home / "log4j2.properties"
         log4j.write_text(_LOG4J.format(log=self.home / "zookeeper.log"))
-        classpath = os.pathsep.join(str(p) for p in sorted(jars.fetch("zookeeper").glob("*.jar")))
+        classpath = jars.classpath("zookeeper")
         command = [
             *self.wrap, "java", "-Xms64m", "-Xmx256m",
             f"-Dlog4j2.configurationFile={log4j}",
@@ -73,13 +72,10 @@ class ZooKeeperServer:
             process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if process.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited; see {self.home / 'stdout.log'}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ZooKeeper on {self.connect} did not answer in {timeout} s")
-            time.sleep(0.5)
+        wait_started(
+            f"ZooKeeper on {self.connect}", self.ready, lambda: process.poll() is None,
+            self.home / "stdout.log", timeout,
+        )  # fmt: skip
         return process
 
     def ready(self) -> bool:
