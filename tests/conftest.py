@@ -27,6 +27,19 @@ POSTGRES_PORT = 15432
 PROMETHEUS_PORT = 19090
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_on_the_demo_ports():
+    """The session starts its services on test ports and stops them: a server of this
+    checkout left on a demo port (a `stack up` pointed at the defaults) fails the session."""
+    demo = (KafkaBroker(), PostgresServer(), PrometheusServer())
+    before = [server.running() for server in demo]
+    yield
+    left = [
+        type(s).__name__ for s, was in zip(demo, before, strict=True) if s.running() and not was
+    ]
+    assert not left, f"left running on the demo ports: {left}"
+
+
 @pytest.fixture(scope="session")
 def kafka() -> KafkaBroker:
     broker = KafkaBroker(port=KAFKA_PORT, controller_port=KAFKA_PORT + 1)

@@ -72,8 +72,9 @@ def strict_json(text: str) -> object:
     return value
 
 
-def stack_command(flink, kafka, postgres, *args: str, job: list[str] = ()) -> list[str]:
-    """`python -m stack ...` as the runbook gives it, pointed at the test session's services;
+def stack_command(flink, kafka, postgres, prometheus, *args: str, job: list[str] = ()) -> list[str]:
+    """`python -m stack ...` as the runbook gives it, pointed at the test session's services
+    (Prometheus too: `up` would otherwise start one on the default port that no test stops);
     `job` are the correlator's options (after `--`)."""
     from stack.paths import PYTHON
 
@@ -81,7 +82,7 @@ def stack_command(flink, kafka, postgres, *args: str, job: list[str] = ()) -> li
         str(PYTHON), "-m", "stack", *args,
         "--kafka-port", str(kafka.port), "--postgres-port", str(postgres.port),
         "--rest-port", str(flink.rest_port), "--rpc-port", str(flink.rpc_port),
-        "--taskmanagers", str(flink.taskmanagers),
+        "--taskmanagers", str(flink.taskmanagers), "--prometheus-port", str(prometheus.port),
         *(["--", *job] if job else []),
     ]  # fmt: skip
 

@@ -53,7 +53,7 @@ def _scenario(
     return fault_under_load(flink, config, name, fault, TRANSACTIONS, RATE, RECOVERY_BOUND_S)
 
 
-def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres):
+def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres, prometheus):
     """The runbook: after a crash, `python -m stack up` starts the missing TaskManagers, at
     once, although the JobManager still lists the dead ones."""
 
@@ -63,7 +63,7 @@ def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres)
         for pid in dead:
             os.kill(pid, signal.SIGKILL)
         up = subprocess.run(
-            stack_command(flink, kafka, postgres, "up"),
+            stack_command(flink, kafka, postgres, prometheus, "up"),
             cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
@@ -74,10 +74,10 @@ def test_taskmanager_crash_recovered_by_stack_up(flink, topics, kafka, postgres)
     _scenario(flink, topics, "TaskManager kill -9, then stack up", crash)
 
 
-def test_supervisor_restarts_a_crashed_taskmanager(flink, kafka, postgres):
+def test_supervisor_restarts_a_crashed_taskmanager(flink, kafka, postgres, prometheus):
     """`stack up --supervise` replaces a TaskManager that dies, by itself."""
     supervisor = subprocess.Popen(
-        stack_command(flink, kafka, postgres, "up", "--supervise"),
+        stack_command(flink, kafka, postgres, prometheus, "up", "--supervise"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -32,19 +32,19 @@ def _run(command: list[str], timeout: float = 300) -> str:
     return result.stdout
 
 
-def test_a_sixth_type_runs_end_to_end(flink, kafka, postgres, topics):
+def test_a_sixth_type_runs_end_to_end(flink, kafka, postgres, prometheus, topics):
     config = topics.live(types=(*DEFAULT_TYPES, "TypeF"), job_name=f"six-{topics.config.group_id}")
     options = config.to_args()
     sixth_topic = config.topic_prefix + "TypeF"
 
-    _run(stack_command(flink, kafka, postgres, "up", job=options))
+    _run(stack_command(flink, kafka, postgres, prometheus, "up", job=options))
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     try:
         assert sixth_topic in admin.list_topics()
     finally:
         admin.close()
 
-    out = _run(stack_command(flink, kafka, postgres, "submit", job=options))
+    out = _run(stack_command(flink, kafka, postgres, prometheus, "submit", job=options))
     job_id = out.split("submitted job ")[1].split(";")[0]
     try:
         flink.api.wait_until_running(job_id)
@@ -64,7 +64,11 @@ def test_a_sixth_type_runs_end_to_end(flink, kafka, postgres, topics):
         deadline = time.monotonic() + 60  # the REST metrics refresh every few seconds
         while True:
             status = json.loads(
-                _run(stack_command(flink, kafka, postgres, "status", "--json", job=options))
+                _run(
+                    stack_command(
+                        flink, kafka, postgres, prometheus, "status", "--json", job=options
+                    )
+                )
             )
             counted = (status.get("counters") or {}).get("records_in", {})
             if counted.get("TypeF") == 50:
