@@ -51,8 +51,8 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
         "records_in": _per_type(correlate, RECORDS_IN, config),
         **{name: int(correlate.get(name, 0)) for name in COUNTERS},
     }
-    status["missing"] = _ranked(_per_type(correlate, MISSING, config))
-    status["late"] = _ranked(_per_type(correlate, LATE_OF_TYPE, config))
+    status["missing"] = dict(db.ranked(_per_type(correlate, MISSING, config)))
+    status["late"] = dict(db.ranked(_per_type(correlate, LATE_OF_TYPE, config)))
     status["consumer_lag"] = consumer_lag(
         config.bootstrap_servers, config.group_id, config.input_topics
     )
@@ -61,11 +61,6 @@ def collect(cluster: FlinkCluster, config: JobConfig) -> dict:
 
 def _per_type(metrics: dict, name: str, config: JobConfig) -> dict[str, int]:
     return {t: int(metrics.get(name.format(t), 0)) for t in config.types}
-
-
-def _ranked(counts: dict[str, int]) -> dict[str, int]:
-    """Most first, zeros left out: which service to look at."""
-    return dict(sorted(((t, n) for t, n in counts.items() if n), key=lambda i: (-i[1], i[0])))
 
 
 def open_transactions(database_url: str, now_ms: float | None = None) -> dict | None:

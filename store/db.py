@@ -7,6 +7,8 @@ recorded in `schema_migrations`; every file is written to be idempotent as well.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -96,11 +98,12 @@ def open_transactions(url: str, older_than_ms: int, limit: int) -> list[dict]:
 
 def missing_ranking(rows: list[dict]) -> list[tuple[str, int]]:
     """How many of the rows lack each type, most often missing first: the service to blame."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        for record_type in row["missing_types"]:
-            counts[record_type] = counts.get(record_type, 0) + 1
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ranked(Counter(t for row in rows for t in row["missing_types"]))
+
+
+def ranked(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Types by count, most first (then by name), zeros left out."""
+    return sorted(((t, n) for t, n in counts.items() if n), key=lambda item: (-item[1], item[0]))
 
 
 def to_json(row: dict) -> str:
