@@ -128,9 +128,24 @@ class FlinkCluster:
                 print(f"{stamp} restarted {started} crashed TaskManager(s)", flush=True)
             time.sleep(interval_s)
 
-    def add_taskmanagers(self, count: int) -> None:
-        for _ in range(max(count, 0)):
+    def add_taskmanagers(self, count: int, timeout: float = 60) -> None:
+        """Starts `count` TaskManagers and returns once each is its JVM (or has died).
+
+        flink-daemon.sh returns as soon as it forked: until the fork has exec'd java it is
+        the script's subshell, and while it execs its command line can read empty, so a
+        count taken at once (the supervisor's next round, a caller's check) could miss it.
+        """
+        if count <= 0:
+            return
+        known = len(self._pids("taskexecutor"))  # the pid file only grows: new ones follow
+        for _ in range(count):
             self._script("taskmanager.sh", "start", *self.overrides())
+        started = self._pids("taskexecutor")[known:]
+        deadline = time.monotonic() + timeout
+        while not all(_is_jvm(pid) or not _alive(pid) for pid in started):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TaskManagers {started} are not running java after {timeout} s")
+            time.sleep(0.1)
 
     def _registered(self) -> int:
         """TaskManagers the JobManager lists (a dead one, until it is noticed, too)."""
@@ -213,6 +228,28 @@ def link_lib(lib: Path) -> None:
             link.symlink_to(jar)
 
 
+def _cmdline(pid: int) -> str | None:
+    """Process `pid`'s command line, lower case; None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").lower()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, reads an empty command line: not alive)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _is_jvm(pid: int) -> bool:
+    """Past the exec: the JVM of a TaskManager (its main class names it)."""
+    return "taskmanagerrunner" in (_cmdline(pid) or "")
+
+
 def _runs(pid: int, daemon: str) -> bool:
     """Whether process `pid` is alive and is a Flink `daemon` (pids get reused).
 
@@ -220,11 +257,7 @@ def _runs(pid: int, daemon: str) -> bool:
     (its command line names the daemon) rather than the JVM (whose main class does, in
     other letters): both count, or a supervisor would start a second one.
     """
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    return daemon in cmdline.lower()
+    return daemon in (_cmdline(pid) or "")
 
 
 def code_fingerprint() -> str:
