@@ -37,7 +37,7 @@ from job.config import AT_LEAST_ONCE, JobConfig
 from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
-from stack.paths import ROOT
+from stack.paths import ROOT, RUN
 
 MB = 2**20
 
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--systems",
         default=",".join(defaults.systems),
         help="which to run: ours, ours-heap-timers, ours-p2, ours-process, "
-        "ours-small-bundles, ours-hashmap, ours-alo, ours-progress, copy, faust, dict",
+        "ours-small-bundles, ours-hashmap, ours-alo, ours-progress, ours-wide-fetch, copy, "
+        "faust, dict",
     )
     parser.add_argument(
         "--out",
@@ -189,6 +190,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 PROGRESS_INTERVAL_S = 5.0  # the checkpoint interval of flink-conf/config.yaml
 
 
+def kafka_default_fetch_properties() -> str:
+    """A client properties file putting back Kafka's default per-partition fetch (1 MiB)
+    instead of the job's (job/sources.py PARTITION_FETCH_BYTES): what the job did before."""
+    path = RUN / "bench" / "kafka-default-fetch.properties"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"max.partition.fetch.bytes={1024 * 1024}\n")
+    return str(path)
+
+
 def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
     """The systems by name, ours first (the ratios are ours against each of the others)."""
     known: dict[str, Callable[[], System]] = {
@@ -221,6 +231,11 @@ def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
             cluster,
             job_options={"delivery_guarantee": AT_LEAST_ONCE},
             label="Flink job, at-least-once",
+        ),
+        "ours-wide-fetch": lambda: FlinkCorrelator(
+            cluster,
+            job_options={"kafka_properties": kafka_default_fetch_properties()},
+            label="Flink job, 1 MiB partition fetches",
         ),
         "ours-progress": lambda: FlinkCorrelator(
             cluster,

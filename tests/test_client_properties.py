@@ -176,3 +176,19 @@ def test_what_java_properties_store_writes_reads_back(properties):
     with tempfile.TemporaryDirectory() as directory:
         path = _properties_file(Path(directory), javaproperties.dumps(properties))
         assert read_properties(path) == properties
+
+
+def test_source_fetches_partitions_in_small_turns_unless_the_client_file_says_otherwise(
+    tmp_path,
+):
+    """The type topics are read within a few hundred records of each other (a backlog read
+    topic by topic keeps every transaction open until the last topic's turn); a user's
+    client file still decides."""
+    from job.sources import PARTITION_FETCH_BYTES, source_options
+
+    assert PARTITION_FETCH_BYTES < 1024 * 1024  # Kafka's default
+    own = source_options(parse_args([]))
+    assert own["properties.max.partition.fetch.bytes"] == str(PARTITION_FETCH_BYTES)
+    props = _properties_file(tmp_path, "max.partition.fetch.bytes=1048576\n")
+    told = source_options(parse_args(["--kafka-properties", str(props)]))
+    assert told["properties.max.partition.fetch.bytes"] == "1048576"
