@@ -32,8 +32,8 @@ REFERENCE_IDLE_TIMEOUT = "1 s"
 # next: with 1 MiB, a backlog is read topic by topic, nearly every transaction stays open
 # until the last topic's turn, and the first outputs wait for a whole round over the 15
 # partitions. 64 KiB keeps the topics within a few hundred records of each other: on 50,000
-# pre-loaded transactions the first output came at 25 s instead of 62 s and the whole run
-# took 75 s instead of 125 s (docs/benchmark.md). `--kafka-properties` can still set it.
+# pre-loaded transactions the first output came at 25 s instead of 41 s (medians of 3 runs;
+# the whole run was within the spread, docs/benchmark.md). `--kafka-properties` can still set it.
 PARTITION_FETCH_BYTES = 64 * 1024
 
 # Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
