@@ -35,6 +35,7 @@ from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, System
 from bench.watch import SystemGone, Watcher, read_topic
 from job.config import AT_LEAST_ONCE, JobConfig
 from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
+from job.sources import KAFKA_DEFAULT_PARTITION_FETCH_BYTES
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import ROOT, RUN
@@ -151,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--systems",
         default=",".join(defaults.systems),
-        help="which to run: ours, ours-heap-timers, ours-p2, ours-process, "
-        "ours-small-bundles, ours-hashmap, ours-alo, ours-progress, ours-wide-fetch, copy, "
-        "faust, dict",
+        help=f"which to run: {', '.join(SYSTEMS)}",
     )
     parser.add_argument(
         "--out",
@@ -195,61 +194,64 @@ def kafka_default_fetch_properties() -> str:
     instead of the job's (job/sources.py PARTITION_FETCH_BYTES): what the job did before."""
     path = RUN / "bench" / "kafka-default-fetch.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"max.partition.fetch.bytes={1024 * 1024}\n")
+    path.write_text(f"max.partition.fetch.bytes={KAFKA_DEFAULT_PARTITION_FETCH_BYTES}\n")
     return str(path)
+
+
+# Every system the benchmark knows, by the name `--systems` takes (its --help lists them).
+SYSTEMS: dict[str, Callable[[FlinkCluster], System]] = {
+    "ours": lambda cluster: FlinkCorrelator(cluster),
+    "ours-p2": lambda cluster: FlinkCorrelator(cluster, parallelism=2),
+    "ours-process": lambda cluster: FlinkCorrelator(
+        cluster,
+        options={"python.execution-mode": "process"},
+        label="Flink job, process mode",
+    ),
+    "ours-small-bundles": lambda cluster: FlinkCorrelator(
+        cluster,
+        options={
+            "python.fn-execution.bundle.size": "1000",
+            "python.fn-execution.bundle.time": "100",
+        },
+        label="Flink job, bundles of 1,000 / 100 ms",
+    ),
+    "ours-heap-timers": lambda cluster: FlinkCorrelator(
+        cluster,
+        options={"state.backend.rocksdb.timer-service.factory": "HEAP"},
+        label="Flink job, timers on the heap",
+    ),
+    "ours-hashmap": lambda cluster: FlinkCorrelator(
+        cluster,
+        options={"state.backend.type": "hashmap"},
+        label="Flink job, hashmap state",
+    ),
+    "ours-alo": lambda cluster: FlinkCorrelator(
+        cluster,
+        job_options={"delivery_guarantee": AT_LEAST_ONCE},
+        label="Flink job, at-least-once",
+    ),
+    "ours-wide-fetch": lambda cluster: FlinkCorrelator(
+        cluster,
+        job_options={"kafka_properties": kafka_default_fetch_properties()},
+        label="Flink job, 1 MiB partition fetches",
+    ),
+    "ours-progress": lambda cluster: FlinkCorrelator(
+        cluster,
+        job_options={"progress_interval_s": PROGRESS_INTERVAL_S},
+        label=f"Flink job, progress every {PROGRESS_INTERVAL_S:g} s",
+    ),
+    "copy": lambda cluster: FlinkSqlCopy(cluster),
+    "faust": lambda cluster: Faust(),
+    "dict": lambda cluster: DictLoop(),
+}
 
 
 def make_systems(names: tuple[str, ...], cluster: FlinkCluster) -> list[System]:
     """The systems by name, ours first (the ratios are ours against each of the others)."""
-    known: dict[str, Callable[[], System]] = {
-        "ours": lambda: FlinkCorrelator(cluster),
-        "ours-p2": lambda: FlinkCorrelator(cluster, parallelism=2),
-        "ours-process": lambda: FlinkCorrelator(
-            cluster,
-            options={"python.execution-mode": "process"},
-            label="Flink job, process mode",
-        ),
-        "ours-small-bundles": lambda: FlinkCorrelator(
-            cluster,
-            options={
-                "python.fn-execution.bundle.size": "1000",
-                "python.fn-execution.bundle.time": "100",
-            },
-            label="Flink job, bundles of 1,000 / 100 ms",
-        ),
-        "ours-heap-timers": lambda: FlinkCorrelator(
-            cluster,
-            options={"state.backend.rocksdb.timer-service.factory": "HEAP"},
-            label="Flink job, timers on the heap",
-        ),
-        "ours-hashmap": lambda: FlinkCorrelator(
-            cluster,
-            options={"state.backend.type": "hashmap"},
-            label="Flink job, hashmap state",
-        ),
-        "ours-alo": lambda: FlinkCorrelator(
-            cluster,
-            job_options={"delivery_guarantee": AT_LEAST_ONCE},
-            label="Flink job, at-least-once",
-        ),
-        "ours-wide-fetch": lambda: FlinkCorrelator(
-            cluster,
-            job_options={"kafka_properties": kafka_default_fetch_properties()},
-            label="Flink job, 1 MiB partition fetches",
-        ),
-        "ours-progress": lambda: FlinkCorrelator(
-            cluster,
-            job_options={"progress_interval_s": PROGRESS_INTERVAL_S},
-            label=f"Flink job, progress every {PROGRESS_INTERVAL_S:g} s",
-        ),
-        "copy": lambda: FlinkSqlCopy(cluster),
-        "faust": Faust,
-        "dict": DictLoop,
-    }
-    unknown = set(names) - set(known)
+    unknown = set(names) - set(SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))}")
-    return [known[n]() for n in names]
+    return [SYSTEMS[n](cluster) for n in names]
 
 
 def fresh_config(broker: KafkaBroker, settings: Settings, **overrides) -> JobConfig:

@@ -26,8 +26,8 @@ KEYED_RECORD = Types.ROW_NAMED(
 
 REFERENCE_IDLE_TIMEOUT = "1 s"
 
-# How much the source fetches from one partition at a time (Kafka's default is 1 MiB, about
-# 8,000 records here). The correlator closes a transaction only once every type topic has
+# How much the source fetches from one partition at a time (Kafka's default is 1 MiB,
+# several thousand records here). The correlator closes a transaction only once every type topic has
 # delivered its part, and the Kafka consumer hands out a partition's whole fetch before the
 # next: with 1 MiB, a backlog is read topic by topic, nearly every transaction stays open
 # until the last topic's turn, and the first outputs wait for a whole round over the 15
@@ -35,6 +35,7 @@ REFERENCE_IDLE_TIMEOUT = "1 s"
 # pre-loaded transactions the first output came at 25 s instead of 41 s (medians of 3 runs;
 # the whole run was within the spread, docs/benchmark.md). `--kafka-properties` can still set it.
 PARTITION_FETCH_BYTES = 64 * 1024
+KAFKA_DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024  # max.partition.fetch.bytes
 
 # Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
 MAX_EVENT_TIME_MS = 253_402_300_799_999

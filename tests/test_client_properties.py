@@ -184,9 +184,13 @@ def test_source_fetches_partitions_in_small_turns_unless_the_client_file_says_ot
     """The type topics are read within a few hundred records of each other (a backlog read
     topic by topic keeps every transaction open until the last topic's turn); a user's
     client file still decides."""
-    from job.sources import PARTITION_FETCH_BYTES, source_options
+    from job.sources import (
+        KAFKA_DEFAULT_PARTITION_FETCH_BYTES,
+        PARTITION_FETCH_BYTES,
+        source_options,
+    )
 
-    assert PARTITION_FETCH_BYTES < 1024 * 1024  # Kafka's default
+    assert PARTITION_FETCH_BYTES < KAFKA_DEFAULT_PARTITION_FETCH_BYTES
     own = source_options(parse_args([]))
     assert own["properties.max.partition.fetch.bytes"] == str(PARTITION_FETCH_BYTES)
     props = _properties_file(tmp_path, "max.partition.fetch.bytes=1048576\n")
