@@ -201,7 +201,15 @@ THROUGHPUT_KEYS = (
     "whole_run_cpu_s_per_1k",
     "whole_run_s",
 )
-LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "sent_rate", "target_rate")
+LATENCY_KEYS = (
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "sent_rate",
+    "target_rate",
+    "cpu_s_per_1k",
+)
 
 
 def combine(runs: Sequence[dict], loads: Sequence[int | str] = ()) -> dict:

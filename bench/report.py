@@ -58,7 +58,9 @@ def _latency_cell(latency: dict | None) -> str:
     spread = ""
     if p99 and None not in p99 and p99[0] != p99[1]:
         spread = f", p99 {_fmt(p99[0])}..{_fmt(p99[1])}"
-    return f"{percentiles} (at {_fmt(latency.get('sent_rate'))}/s{spread})"
+    cpu = latency.get("cpu_s_per_1k")
+    cost = f", {_fmt(cpu, 3)} CPU s per 1k" if cpu is not None else ""
+    return f"{percentiles} (at {_fmt(latency.get('sent_rate'))}/s{spread}{cost})"
 
 
 def _rate_cells(system: dict) -> list[str]:

@@ -35,7 +35,8 @@ from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, System
 from bench.watch import SystemGone, Watcher, read_topic
 from job.config import AT_LEAST_ONCE, JobConfig
 from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
-from job.sources import KAFKA_DEFAULT_PARTITION_FETCH_BYTES
+from job.sinks import KAFKA_DEFAULT_LINGER
+from job.sources import KAFKA_DEFAULT_FETCH, KAFKA_DEFAULT_PARTITION_FETCH_BYTES
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import ROOT, RUN
@@ -189,13 +190,25 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 PROGRESS_INTERVAL_S = 5.0  # the checkpoint interval of flink-conf/config.yaml
 
 
-def kafka_default_fetch_properties() -> str:
-    """A client properties file putting back Kafka's default per-partition fetch (1 MiB)
-    instead of the job's (job/sources.py PARTITION_FETCH_BYTES): what the job did before."""
-    path = RUN / "bench" / "kafka-default-fetch.properties"
+def client_properties_file(name: str, properties: dict[str, object]) -> str:
+    """A Kafka client properties file for a variant of our job (`--kafka-properties`, which
+    every Kafka client of the job reads), under .run/bench/."""
+    path = RUN / "bench" / f"{name}.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"max.partition.fetch.bytes={KAFKA_DEFAULT_PARTITION_FETCH_BYTES}\n")
+    path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
     return str(path)
+
+
+# Kafka's default per-partition fetch (1 MiB) instead of the job's (job/sources.py
+# PARTITION_FETCH_BYTES): what the job did before 2026-12-03.
+WIDE_FETCH = {"max.partition.fetch.bytes": KAFKA_DEFAULT_PARTITION_FETCH_BYTES}
+# Kafka's defaults for fetch waits and producer linger instead of the job's (job/sources.py
+# FETCH_MIN_BYTES, job/sinks.py LINGER_MS): what the job did before 2026-12-04.
+UNBATCHED = {**KAFKA_DEFAULT_FETCH, **KAFKA_DEFAULT_LINGER}
+
+
+def unbatched_options() -> dict[str, str]:
+    return {"kafka_properties": client_properties_file("unbatched", UNBATCHED)}
 
 
 # Every system the benchmark knows, by the name `--systems` takes (its --help lists them).
@@ -230,9 +243,25 @@ SYSTEMS: dict[str, Callable[[FlinkCluster], System]] = {
         job_options={"delivery_guarantee": AT_LEAST_ONCE},
         label="Flink job, at-least-once",
     ),
+    "ours-alo-5ms": lambda cluster: FlinkCorrelator(
+        cluster,
+        options={"execution.buffer-timeout.interval": "5 ms"},
+        job_options={"delivery_guarantee": AT_LEAST_ONCE},
+        label="Flink job, at-least-once, 5 ms buffer timeout",
+    ),
+    "ours-unbatched": lambda cluster: FlinkCorrelator(
+        cluster,
+        job_options=unbatched_options(),
+        label="Flink job, unbatched Kafka requests",
+    ),
+    "ours-alo-unbatched": lambda cluster: FlinkCorrelator(
+        cluster,
+        job_options={"delivery_guarantee": AT_LEAST_ONCE, **unbatched_options()},
+        label="Flink job, at-least-once, unbatched Kafka requests",
+    ),
     "ours-wide-fetch": lambda cluster: FlinkCorrelator(
         cluster,
-        job_options={"kafka_properties": kafka_default_fetch_properties()},
+        job_options={"kafka_properties": client_properties_file("wide-fetch", WIDE_FETCH)},
         label="Flink job, 1 MiB partition fetches",
     ),
     "ours-progress": lambda cluster: FlinkCorrelator(
@@ -439,20 +468,25 @@ def measure_latency(
     latencies = watcher.measure_latency(tag)
     count = workload.paced_count(rate, settings.latency_seconds, config.types)
     expected = system.latency_outputs(count, len(config.types))
-    started = time.monotonic()
+    started, before = time.monotonic(), watcher.mark()
     sender = workload.send_paced(
         broker.bootstrap, config.topic_prefix, config.types, rate, settings.latency_seconds, tag
     )
     sender.join()
     sent_s = time.monotonic() - started
     watcher.wait_for(0, timeout=60 + settings.timeout_s, latencies=expected, failure=system.failure)
+    after = watcher.mark()
     summary = figures.latency_summary(list(latencies))
+    # What a trickle costs the system, against a backlog's whole_run_cpu_s_per_1k.
+    cpu_s = watcher.samples[after].cpu_s - watcher.samples[before].cpu_s
+    sent = count * len(config.types)
     processing = list(watcher.processing)
     summary.update(
         processing_p50_ms=figures.percentile(processing, 50),
         processing_p99_ms=figures.percentile(processing, 99),
         target_rate=rate,
-        sent_rate=count * len(config.types) / sent_s,
+        sent_rate=sent / sent_s,
+        cpu_s_per_1k=cpu_s / sent * 1000 if sent else None,
         expected=expected,
     )
     print(
@@ -464,7 +498,8 @@ def measure_latency(
             if summary["processing_p50_ms"] is not None
             else ""
         )
-        + f"({summary['count']:,}/{expected:,} seen)",
+        + f"({summary['count']:,}/{expected:,} seen); "
+        + f"{summary['cpu_s_per_1k'] or 0:.3f} CPU s per 1k records",
         flush=True,
     )
     return summary

@@ -63,6 +63,7 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
             latency = system["latency"][load]
             assert latency["count"] == latency["expected"], (name, load)
             assert 0 < latency["p50_ms"] <= latency["p99_ms"], (name, load)
+            assert latency["cpu_s_per_1k"] > 0, (name, load)  # the system's CPU while paced
 
     ours = results["systems"][0]["runs"][0]
     letters = ours["dead_letters"]

@@ -196,3 +196,33 @@ def test_source_fetches_partitions_in_small_turns_unless_the_client_file_says_ot
     props = _properties_file(tmp_path, "max.partition.fetch.bytes=1048576\n")
     told = source_options(parse_args(["--kafka-properties", str(props)]))
     assert told["properties.max.partition.fetch.bytes"] == "1048576"
+
+
+def test_fetches_and_produce_requests_are_batched_unless_the_client_file_says_otherwise(
+    tmp_path,
+):
+    """The input source lets the broker fill a fetch (up to 64 KiB or 20 ms) and the sink
+    lingers 10 ms, instead of a request per few records under a trickle of input; a user's
+    client file still decides, for both."""
+    from job.sinks import KAFKA_DEFAULT_LINGER, LINGER_MS, sink_options
+    from job.sources import (
+        FETCH_MAX_WAIT_MS,
+        FETCH_MIN_BYTES,
+        KAFKA_DEFAULT_FETCH,
+        source_options,
+    )
+
+    assert KAFKA_DEFAULT_FETCH["fetch.min.bytes"] < FETCH_MIN_BYTES
+    assert KAFKA_DEFAULT_FETCH["fetch.max.wait.ms"] > FETCH_MAX_WAIT_MS
+    assert KAFKA_DEFAULT_LINGER["linger.ms"] < LINGER_MS
+    for delivery in ("exactly-once", "at-least-once"):
+        config = parse_args(["--delivery-guarantee", delivery])
+        source, sink = source_options(config), sink_options(config)
+        assert source["properties.fetch.min.bytes"] == str(FETCH_MIN_BYTES)
+        assert source["properties.fetch.max.wait.ms"] == str(FETCH_MAX_WAIT_MS)
+        assert sink["properties.linger.ms"] == str(LINGER_MS)
+    props = _properties_file(tmp_path, "fetch.min.bytes=1\nfetch.max.wait.ms=500\nlinger.ms=0\n")
+    told = parse_args(["--kafka-properties", str(props)])
+    assert source_options(told)["properties.fetch.min.bytes"] == "1"
+    assert source_options(told)["properties.fetch.max.wait.ms"] == "500"
+    assert sink_options(told)["properties.linger.ms"] == "0"
