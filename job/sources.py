@@ -39,10 +39,10 @@ KAFKA_DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024  # max.partition.fetch.bytes
 
 # How long the broker may hold a fetch to fill it (Kafka's defaults: 1 byte, 500 ms). With
 # 1 byte, a trickle of records comes back one fetch per few records, and each fetch wakes the
-# fetcher and the task thread: at 1,500-1,800 records/s (at-least-once, 50% load) the
-# TaskManager spent 0.56 CPU s per 1,000 records this way against 0.37 with 64 KiB / 20 ms,
-# and the p99 latency fell from 2.0-2.5 s to 0.29-0.53 s (docs/benchmark.md, 2026-12-04).
-# A backlog fills 64 KiB at once, so only a quiet input waits the 20 ms.
+# fetcher and the task thread. At-least-once at 50% load (1,750-1,975 records/s), 64 KiB /
+# 20 ms took the p99 latency from 1,354 to 349 ms and the TaskManager's CPU from 0.48 to 0.37
+# s per 1,000 records (medians of 3 runs, docs/benchmark.md 2026-12-04). A backlog fills
+# 64 KiB at once, so only a quiet input waits the 20 ms.
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_MAX_WAIT_MS = 20
 KAFKA_DEFAULT_FETCH = {"fetch.min.bytes": 1, "fetch.max.wait.ms": 500}
