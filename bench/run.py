@@ -36,7 +36,7 @@ from bench.watch import SystemGone, Watcher, read_topic
 from job.config import AT_LEAST_ONCE, JobConfig
 from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
 from job.sinks import KAFKA_DEFAULT_LINGER
-from job.sources import KAFKA_DEFAULT_FETCH, KAFKA_DEFAULT_PARTITION_FETCH_BYTES
+from job.sources import KAFKA_DEFAULT_FETCH
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import ROOT, RUN
@@ -200,11 +200,15 @@ def client_properties_file(name: str, properties: dict[str, object]) -> str:
 
 
 # Kafka's default per-partition fetch (1 MiB) instead of the job's (job/sources.py
-# PARTITION_FETCH_BYTES): what the job did before 2026-12-03.
-WIDE_FETCH = {"max.partition.fetch.bytes": KAFKA_DEFAULT_PARTITION_FETCH_BYTES}
+# SOURCE_FETCH): what the job did before 2026-12-03.
+WIDE_FETCH = {"max.partition.fetch.bytes": KAFKA_DEFAULT_FETCH["max.partition.fetch.bytes"]}
 # Kafka's defaults for fetch waits and producer linger instead of the job's (job/sources.py
-# FETCH_MIN_BYTES, job/sinks.py LINGER_MS): what the job did before 2026-12-04.
-UNBATCHED = {**KAFKA_DEFAULT_FETCH, **KAFKA_DEFAULT_LINGER}
+# SOURCE_FETCH, job/sinks.py SINK_BATCHING): what the job did before 2026-12-04.
+UNBATCHED = {
+    "fetch.min.bytes": KAFKA_DEFAULT_FETCH["fetch.min.bytes"],
+    "fetch.max.wait.ms": KAFKA_DEFAULT_FETCH["fetch.max.wait.ms"],
+    **KAFKA_DEFAULT_LINGER,
+}
 
 
 def unbatched_options() -> dict[str, str]:

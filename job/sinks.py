@@ -14,9 +14,10 @@ from pyflink.table import StreamTableEnvironment
 from job.config import EXACTLY_ONCE, JobConfig
 from job.sql import render, render_options, with_client_properties
 
-# How long the producer waits to fill a batch (Kafka's default: 5 ms). Measured together
-# with the source's fetch sizes (job/sources.py FETCH_MIN_BYTES): fewer, fuller requests.
-LINGER_MS = 10
+# How long the producer waits to fill a batch, as Kafka property names, beside Kafka's
+# default. Measured together with the source's fetches (job/sources.py SOURCE_FETCH): fewer,
+# fuller requests under a trickle of input.
+SINK_BATCHING = {"linger.ms": 10}
 KAFKA_DEFAULT_LINGER = {"linger.ms": 5}
 
 # Every Python operator emits rows of this shape; the sink routes them by `topic`.
@@ -33,7 +34,7 @@ def sink_options(config: JobConfig) -> dict[str, str]:
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": config.delivery_guarantee,
-        "properties.linger.ms": str(LINGER_MS),
+        **{f"properties.{name}": str(value) for name, value in SINK_BATCHING.items()},
     }
     if config.delivery_guarantee == EXACTLY_ONCE:
         options["sink.transactional-id-prefix"] = config.transactional_id_prefix

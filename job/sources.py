@@ -26,26 +26,35 @@ KEYED_RECORD = Types.ROW_NAMED(
 
 REFERENCE_IDLE_TIMEOUT = "1 s"
 
-# How much the source fetches from one partition at a time (Kafka's default is 1 MiB,
-# several thousand records here). The correlator closes a transaction only once every type topic has
-# delivered its part, and the Kafka consumer hands out a partition's whole fetch before the
-# next: with 1 MiB, a backlog is read topic by topic, nearly every transaction stays open
-# until the last topic's turn, and the first outputs wait for a whole round over the 15
-# partitions. 64 KiB keeps the topics within a few hundred records of each other: on 50,000
-# pre-loaded transactions the first output came at 25 s instead of 41 s (medians of 3 runs;
-# the whole run was within the spread, docs/benchmark.md). `--kafka-properties` can still set it.
-PARTITION_FETCH_BYTES = 64 * 1024
-KAFKA_DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024  # max.partition.fetch.bytes
-
-# How long the broker may hold a fetch to fill it (Kafka's defaults: 1 byte, 500 ms). With
-# 1 byte, a trickle of records comes back one fetch per few records, and each fetch wakes the
-# fetcher and the task thread. At-least-once at 50% load (1,750-1,975 records/s), 64 KiB /
-# 20 ms took the p99 latency from 1,354 to 349 ms and the TaskManager's CPU from 0.48 to 0.37
-# s per 1,000 records (medians of 3 runs, docs/benchmark.md 2026-12-04). A backlog fills
-# 64 KiB at once, so only a quiet input waits the 20 ms.
-FETCH_MIN_BYTES = 64 * 1024
-FETCH_MAX_WAIT_MS = 20
-KAFKA_DEFAULT_FETCH = {"fetch.min.bytes": 1, "fetch.max.wait.ms": 500}
+# The input source's fetches, as Kafka property names, beside Kafka's defaults for the same
+# names (the benchmark's variants run those again; tests pin that ours are used).
+# `--kafka-properties` can still set each of them.
+#
+# max.partition.fetch.bytes, 64 KiB (Kafka: 1 MiB, several thousand records here): the
+# correlator closes a transaction only once every type topic has delivered its part, and the
+# Kafka consumer hands out a partition's whole fetch before the next. With 1 MiB a backlog is
+# read topic by topic, nearly every transaction stays open until the last topic's turn, and
+# the first outputs wait for a whole round over the 15 partitions; 64 KiB keeps the topics
+# within a few hundred records of each other. On 50,000 pre-loaded transactions the first
+# output came at 25 s instead of 41 s (medians of 3 runs; the whole run was within the
+# spread, docs/benchmark.md 2026-12-03).
+#
+# fetch.min.bytes 64 KiB, fetch.max.wait.ms 20 (Kafka: 1 byte, 500 ms): how long the broker
+# may hold a fetch to fill it. With 1 byte a trickle of records comes back one fetch per few
+# records, and each fetch wakes the fetcher and the task thread. At-least-once at 50% load
+# (1,750-1,975 records/s) this took the p99 latency from 1,354 to 349 ms and the
+# TaskManager's CPU from 0.48 to 0.37 s per 1,000 records (medians of 3 runs,
+# docs/benchmark.md 2026-12-04). A backlog fills 64 KiB at once; only a quiet input waits.
+SOURCE_FETCH = {
+    "max.partition.fetch.bytes": 64 * 1024,
+    "fetch.min.bytes": 64 * 1024,
+    "fetch.max.wait.ms": 20,
+}
+KAFKA_DEFAULT_FETCH = {
+    "max.partition.fetch.bytes": 1024 * 1024,
+    "fetch.min.bytes": 1,
+    "fetch.max.wait.ms": 500,
+}
 
 # Event times the job accepts from a value's field: 1970-01-01 up to 9999-12-31, epoch ms.
 MAX_EVENT_TIME_MS = 253_402_300_799_999
@@ -74,9 +83,7 @@ def source_options(config: JobConfig) -> dict[str, str]:
         "properties.auto.offset.reset": "earliest",
         "scan.startup.mode": "group-offsets",
         "value.format": "raw",
-        "properties.max.partition.fetch.bytes": str(PARTITION_FETCH_BYTES),
-        "properties.fetch.min.bytes": str(FETCH_MIN_BYTES),
-        "properties.fetch.max.wait.ms": str(FETCH_MAX_WAIT_MS),
+        **{f"properties.{name}": str(value) for name, value in SOURCE_FETCH.items()},
     }
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"

@@ -184,15 +184,12 @@ def test_source_fetches_partitions_in_small_turns_unless_the_client_file_says_ot
     """The type topics are read within a few hundred records of each other (a backlog read
     topic by topic keeps every transaction open until the last topic's turn); a user's
     client file still decides."""
-    from job.sources import (
-        KAFKA_DEFAULT_PARTITION_FETCH_BYTES,
-        PARTITION_FETCH_BYTES,
-        source_options,
-    )
+    from job.sources import KAFKA_DEFAULT_FETCH, SOURCE_FETCH, source_options
 
-    assert PARTITION_FETCH_BYTES < KAFKA_DEFAULT_PARTITION_FETCH_BYTES
+    ours = SOURCE_FETCH["max.partition.fetch.bytes"]
+    assert ours < KAFKA_DEFAULT_FETCH["max.partition.fetch.bytes"]
     own = source_options(parse_args([]))
-    assert own["properties.max.partition.fetch.bytes"] == str(PARTITION_FETCH_BYTES)
+    assert own["properties.max.partition.fetch.bytes"] == str(ours)
     props = _properties_file(tmp_path, "max.partition.fetch.bytes=1048576\n")
     told = source_options(parse_args(["--kafka-properties", str(props)]))
     assert told["properties.max.partition.fetch.bytes"] == "1048576"
@@ -204,23 +201,19 @@ def test_fetches_and_produce_requests_are_batched_unless_the_client_file_says_ot
     """The input source lets the broker fill a fetch (up to 64 KiB or 20 ms) and the sink
     lingers 10 ms, instead of a request per few records under a trickle of input; a user's
     client file still decides, for both."""
-    from job.sinks import KAFKA_DEFAULT_LINGER, LINGER_MS, sink_options
-    from job.sources import (
-        FETCH_MAX_WAIT_MS,
-        FETCH_MIN_BYTES,
-        KAFKA_DEFAULT_FETCH,
-        source_options,
-    )
+    from job.sinks import KAFKA_DEFAULT_LINGER, SINK_BATCHING, sink_options
+    from job.sources import KAFKA_DEFAULT_FETCH, SOURCE_FETCH, source_options
 
-    assert KAFKA_DEFAULT_FETCH["fetch.min.bytes"] < FETCH_MIN_BYTES
-    assert KAFKA_DEFAULT_FETCH["fetch.max.wait.ms"] > FETCH_MAX_WAIT_MS
-    assert KAFKA_DEFAULT_LINGER["linger.ms"] < LINGER_MS
+    assert set(SOURCE_FETCH) == set(KAFKA_DEFAULT_FETCH)
+    assert KAFKA_DEFAULT_FETCH["fetch.min.bytes"] < SOURCE_FETCH["fetch.min.bytes"]
+    assert KAFKA_DEFAULT_FETCH["fetch.max.wait.ms"] > SOURCE_FETCH["fetch.max.wait.ms"]
+    assert KAFKA_DEFAULT_LINGER["linger.ms"] < SINK_BATCHING["linger.ms"]
     for delivery in ("exactly-once", "at-least-once"):
         config = parse_args(["--delivery-guarantee", delivery])
         source, sink = source_options(config), sink_options(config)
-        assert source["properties.fetch.min.bytes"] == str(FETCH_MIN_BYTES)
-        assert source["properties.fetch.max.wait.ms"] == str(FETCH_MAX_WAIT_MS)
-        assert sink["properties.linger.ms"] == str(LINGER_MS)
+        for name, value in SOURCE_FETCH.items():
+            assert source[f"properties.{name}"] == str(value)
+        assert sink["properties.linger.ms"] == str(SINK_BATCHING["linger.ms"])
     props = _properties_file(tmp_path, "fetch.min.bytes=1\nfetch.max.wait.ms=500\nlinger.ms=0\n")
     told = parse_args(["--kafka-properties", str(props)])
     assert source_options(told)["properties.fetch.min.bytes"] == "1"
