@@ -34,12 +34,11 @@ def sink_options(config: JobConfig) -> dict[str, str]:
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": config.delivery_guarantee,
-        **{f"properties.{name}": str(value) for name, value in SINK_BATCHING.items()},
     }
     if config.delivery_guarantee == EXACTLY_ONCE:
         options["sink.transactional-id-prefix"] = config.transactional_id_prefix
         options["properties.transaction.timeout.ms"] = str(config.kafka_transaction_timeout_ms)
-    return with_client_properties(options, config.kafka_client_properties())
+    return with_client_properties(options, SINK_BATCHING, config.kafka_client_properties())
 
 
 def write_output_records(t_env: StreamTableEnvironment, rows: DataStream, config: JobConfig):

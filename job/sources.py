@@ -83,12 +83,11 @@ def source_options(config: JobConfig) -> dict[str, str]:
         "properties.auto.offset.reset": "earliest",
         "scan.startup.mode": "group-offsets",
         "value.format": "raw",
-        **{f"properties.{name}": str(value) for name, value in SOURCE_FETCH.items()},
     }
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"
         options["scan.startup.mode"] = "earliest-offset"
-    return with_client_properties(options, config.kafka_client_properties())
+    return with_client_properties(options, SOURCE_FETCH, config.kafka_client_properties())
 
 
 def declare_input_records(t_env: TableEnvironment, config: JobConfig) -> None:

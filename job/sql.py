@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -30,6 +31,11 @@ def render_options(options: dict[str, str]) -> str:
     return ",\n".join(f"  {_quote(k)} = {_quote(str(v))}" for k, v in options.items())
 
 
-def with_client_properties(options: dict[str, str], properties: dict[str, str]) -> dict[str, str]:
-    """Connector options plus the Kafka client properties (SASL, TLS, ...) as `properties.*`."""
-    return {**options, **{f"properties.{k}": v for k, v in properties.items()}}
+def with_client_properties(
+    options: dict[str, str], *layers: Mapping[str, object]
+) -> dict[str, str]:
+    """Connector options plus Kafka client properties (SASL, TLS, fetch sizes, ...) as
+    `properties.*`; a later layer wins, so the user's client file overrides the job's own
+    settings (job/sources.py SOURCE_FETCH, job/sinks.py SINK_BATCHING)."""
+    merged = {k: str(v) for layer in layers for k, v in layer.items()}
+    return {**options, **{f"properties.{k}": v for k, v in merged.items()}}
