@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack import jars
+from stack.client import write_class_archive
 from stack.flink_rest import FlinkRest
 from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, ROOT, RUN
 
@@ -109,6 +110,7 @@ class FlinkCluster:
         if started:
             print(f"started {started} TaskManager(s) on {self.url}", flush=True)
         self.wait_for_taskmanagers(self.taskmanagers, timeout)
+        write_class_archive(self.env())  # once per cluster: its first `flink run` is quick too
 
     def replace_dead_taskmanagers(self) -> int:
         """Starts TaskManagers until `taskmanagers` processes run; returns how many it started."""
@@ -208,6 +210,10 @@ class FlinkCluster:
         self.fingerprint_file.write_text("")
 
 
+# The distribution's planner loader; lib/ has the planner it would unpack instead.
+PLANNER_LOADER = "flink-table-planner-loader-*.jar"
+
+
 def link_lib(lib: Path) -> None:
     """A cluster's lib/: the distribution's, flink-python from opt/ (Python jobs need it
     there) and the connector jars.
@@ -215,12 +221,21 @@ def link_lib(lib: Path) -> None:
     Connectors belong in lib/, not in each job's jars: a Kafka client thread that outlives a
     job whose class loader was closed failed with ClassNotFoundException in the JobManager
     when jobs were stopped and resubmitted.
+
+    The table planner replaces the planner loader, as Flink's docs describe for clusters that
+    plan with Scala's planner directly: the loader unpacks the planner into a new temporary
+    folder in each JVM, which costs `flink run` the unpacking and keeps its class-data archive
+    (`stack.submit`) from covering the planner's classes. Measured on an idle local cluster,
+    3 submissions each: 8.2-8.8 s with the loader, 6.7-7.2 s with the planner in lib/.
     """
     lib.mkdir(parents=True, exist_ok=True)
+    for stale in lib.glob(PLANNER_LOADER):  # linked by an earlier version of this function
+        stale.unlink()
     jar_paths = [
-        *(FLINK_HOME / "lib").glob("*.jar"),
+        *(j for j in (FLINK_HOME / "lib").glob("*.jar") if not j.match(PLANNER_LOADER)),
         *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
         *jars.connector_jars("jdbc"),
+        *jars.fetch("planner").glob("*.jar"),
     ]
     for jar in jar_paths:
         link = lib / jar.name

@@ -7,12 +7,12 @@ version of the job's code are restarted (`ensure_fresh_code`).
 
 from __future__ import annotations
 
-import subprocess
 from typing import TYPE_CHECKING
 
 from job.config import JobConfig, WriterConfig
+from stack.client import flink_client
 from stack.flink import FlinkCluster, code_fingerprint
-from stack.paths import FLINK_HOME, PYTHON, ROOT
+from stack.paths import PYTHON, ROOT
 
 if TYPE_CHECKING:
     from stack.hosts import HostsCluster
@@ -57,8 +57,8 @@ def submit(
     """
     if python_per_record:
         ensure_fresh_code(cluster)
-    command = [
-        "bash", str(FLINK_HOME / "bin" / "flink"), "run",
+    arguments = [
+        "run",
         *(["-d"] if detached else []),
         *cluster.submit_options(),
         *(arg for k, v in (options or {}).items() for arg in ("-D", f"{k}={v}")),
@@ -67,9 +67,7 @@ def submit(
         "-py", str(ROOT / script),
         *job_args,
     ]  # fmt: skip
-    result = subprocess.run(
-        command, env=cluster.env(), cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = flink_client(cluster.env(), arguments)
     for line in result.stdout.splitlines():
         if "JobID" in line:
             return line.split()[-1]
