@@ -51,6 +51,17 @@ def test_a_middle_record_costs_three_state_calls_and_no_iteration():
     assert dict(driver.calls) == {"deadlines.value": 1, "parts.put": 1, "deadlines.update": 1}
 
 
+def test_the_completing_record_reads_the_held_parts_one_by_one_and_never_iterates():
+    driver = Driver()
+    send_all(driver, TYPES[:-1])
+    driver.calls.clear()
+    (out,) = driver.send(TYPES[-1], value(TYPES[-1]))
+    assert json.loads(out[2])["types"] == list(TYPES)
+    assert driver.calls["parts.get"] == len(TYPES) - 1
+    assert driver.calls["parts.items"] == 0 and driver.calls["parts.keys"] == 0
+    assert driver.calls["parts.put"] == 0  # the last part closes at once
+
+
 def test_a_partial_expires_when_the_watermark_passes_its_deadline():
     driver = Driver()
     driver.send("TypeA", value("TypeA"), event_ms=START_MS)
