@@ -225,7 +225,7 @@ def link_lib(lib: Path) -> None:
     The table planner replaces the planner loader, as Flink's docs describe for clusters that
     plan with Scala's planner directly: the loader unpacks the planner into a new temporary
     folder in each JVM, which costs `flink run` the unpacking and keeps its class-data archive
-    (`stack.submit`) from covering the planner's classes. Measured on an idle local cluster,
+    (`stack.client`) from covering the planner's classes. Measured on an idle local cluster,
     3 submissions each: 8.2-8.8 s with the loader, 6.7-7.2 s with the planner in lib/.
     """
     lib.mkdir(parents=True, exist_ok=True)

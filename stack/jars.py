@@ -33,9 +33,8 @@ BUNDLES: dict[str, tuple[list[str], bool]] = {
         True,
     ),
     "flink": ([FLINK_KAFKA_CONNECTOR], False),
-    # The table planner itself, in lib/ instead of the distribution's planner loader (see
-    # stack.flink.link_lib): the loader unpacks the planner to a new temporary folder in every
-    # JVM, so `flink run` loaded it from a new path each time and could not reuse its classes.
+    # The table planner itself, linked into lib/ instead of the distribution's planner loader
+    # (why: stack.flink.link_lib).
     "planner": ([f"org.apache.flink:flink-table-planner_2.12:{FLINK_VERSION}"], False),
     # The writer job: Flink's JDBC connector (4.0.0-2.0 is the newest, built for Flink 2.0,
     # tested here with 2.2.1) and the PostgreSQL driver.
