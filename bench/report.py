@@ -184,17 +184,19 @@ def markdown(results: dict) -> str:
     if results.get("in_flight"):
         lines += [
             "",
-            "| transactions in flight | TaskManager RSS MB | checkpoint state MB | "
-            "bytes of state per transaction | checkpoint ms | drain s | "
-            "RSS MB after all closed | state MB after |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | transactions in flight | TaskManager RSS MB | checkpoint state MB | "
+            "bytes of state per transaction | checkpoint ms (sync part) | longest checkpoint ms "
+            "| drain s | RSS MB after all closed | state MB after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["in_flight"]:
             lines.append(
-                f"| {row['transactions']:,} | {_fmt(row['rss_mb'])} | "
-                f"{_fmt(row['state_mb'], 1)} | {_fmt(row['state_bytes_per_tx'])} | "
-                f"{_fmt(row.get('checkpoint_ms'))} | {_fmt(row.get('drain_s'), 1)} | "
-                f"{_fmt(row['rss_after_mb'])} | {_fmt(row['state_after_mb'], 1)} |"
+                f"| {row['system']} | {row['transactions']:,} | "
+                f"{_fmt(row['rss_mb'])} | {_fmt(row['state_mb'], 1)} | "
+                f"{_fmt(row['state_bytes_per_tx'])} | {_fmt(row.get('checkpoint_ms'))} "
+                f"({_fmt(row.get('checkpoint_sync_ms'))}) | {_fmt(row.get('checkpoint_max_ms'))} | "
+                f"{_fmt(row.get('drain_s'), 1)} | {_fmt(row['rss_after_mb'])} | "
+                f"{_fmt(row['state_after_mb'], 1)} |"
             )
         lines.append(f"\nIdle TaskManagers before: {_fmt(results['idle_rss_mb'])} MB RSS.")
     return "\n".join(lines) + "\n"

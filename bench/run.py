@@ -50,6 +50,7 @@ class Settings:
     latency_seconds: float = 20.0
     loads: tuple[int, ...] = (50, 90)
     in_flight: tuple[int, ...] = (10_000, 100_000)
+    in_flight_systems: tuple[str, ...] = ("ours",)  # our job's variants held in flight
     settle_s: float = 15.0  # pause between the backlog and the latency runs
     # Every system's transaction timeout, out-of-orderness and wall-clock grace: short, so
     # the partials of the backlog's head expire while the backlog is still being read.
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-flight",
         default="10000,100000",
         help="transactions held open for the memory runs ('' to skip)",
+    )
+    parser.add_argument(
+        "--in-flight-systems",
+        default=",".join(defaults.in_flight_systems),
+        help="which of our job's variants (parallelism 1) the memory runs hold them in",
     )
     parser.add_argument(
         "--timeout-s",
@@ -174,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         loads=tuple(dict.fromkeys(int(x) for x in args.loads.split(",") if x)),  # each once
         settle_s=args.settle_s,
         in_flight=tuple(int(x) for x in args.in_flight.split(",") if x),
+        in_flight_systems=tuple(args.in_flight_systems.split(",")),
         timeout_s=args.timeout_s,
         out_of_orderness_s=args.out_of_orderness_s,
         expiry_grace_s=args.expiry_grace_s,
@@ -553,8 +560,28 @@ def wait_for_counters(cluster: FlinkCluster, job_id: str, until, timeout: float)
         time.sleep(1)
 
 
+def in_flight_job(name: str, cluster: FlinkCluster) -> FlinkCorrelator:
+    """The variant of our job named in `--in-flight-systems`: one TaskManager of one slot."""
+    job = SYSTEMS[name](cluster) if name in SYSTEMS else None
+    if not isinstance(job, FlinkCorrelator) or job.parallelism != 1:
+        raise SystemExit(f"--in-flight-systems: {name} is not our job at parallelism 1")
+    return job
+
+
+def sync_ms(cluster: FlinkCluster, job_id: str, checkpoint: dict) -> float:
+    """The longest synchronous part of a checkpoint over the job's subtasks: the time a
+    task stops processing to take it (timers on the heap are written there, in full).
+    Flink keeps the details of the last 10 checkpoints only (`web.checkpoints.history`)."""
+    base = f"/jobs/{job_id}/checkpoints/details/{checkpoint['id']}"
+    longest = 0.0
+    for vertex in cluster.api.rest(base)["tasks"]:
+        for subtask in cluster.api.rest(f"{base}/subtasks/{vertex}")["subtasks"]:
+            longest = max(longest, float(subtask.get("checkpoint", {}).get("sync", 0)))
+    return longest
+
+
 def measure_in_flight(
-    cluster: FlinkCluster, broker: KafkaBroker, settings: Settings, count: int
+    cluster: FlinkCluster, broker: KafkaBroker, settings: Settings, count: int, name: str
 ) -> dict:
     """RSS and checkpointed state with `count` transactions held open, then after all close.
 
@@ -566,9 +593,10 @@ def measure_in_flight(
     config = fresh_config(broker, settings, timeout_s=3600.0, closed_retention_s=retention_s)
     held, last = config.types[:-1], config.types[-1:]
     tag = f"{config.group_id}-held"
-    print(f"-- in flight: {count:,} transactions", flush=True)
+    job = in_flight_job(name, cluster)
+    print(f"-- in flight: {count:,} transactions, {job.name}", flush=True)
+    cluster.restart_taskmanagers()
     workload.preload(broker.bootstrap, config.topic_prefix, held, count, tag)
-    job = FlinkCorrelator(cluster)
     job.start(config)
     try:
         wait_s = 120 + count * len(held) / 1000
@@ -578,6 +606,7 @@ def measure_in_flight(
         if counters.get(IN_FLIGHT) != count:
             raise RuntimeError(f"only {counters.get(IN_FLIGHT)} in flight")
         holding = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
+        holding_sync_ms = sync_ms(cluster, job.job_id, holding)  # while its details are kept
         rss = rss_bytes(cluster.running_taskmanagers())
         drain_started = time.monotonic()
         workload.preload(broker.bootstrap, config.topic_prefix, last, count, tag)
@@ -593,14 +622,18 @@ def measure_in_flight(
         )
         after = _checkpoint_after(cluster, job.job_id, time.time() * 1000)
         rss_after = rss_bytes(cluster.running_taskmanagers())
+        summary = cluster.api.rest(f"/jobs/{job.job_id}/checkpoints")["summary"]
     finally:
         job.stop()
     return {
+        "system": job.name,
         "transactions": count,
         "rss_mb": rss / MB,
         "state_mb": holding["state_size"] / MB,
         "state_bytes_per_tx": holding["state_size"] / count,
         "checkpoint_ms": holding.get("end_to_end_duration"),
+        "checkpoint_sync_ms": holding_sync_ms,  # of the same checkpoint, the longest subtask
+        "checkpoint_max_ms": summary["end_to_end_duration"]["max"],  # of the job's whole run
         "drain_s": drain_s,  # sending the last parts until the job counted all aggregated
         "rss_after_mb": rss_after / MB,
         "state_after_mb": after["state_size"] / MB,
@@ -635,6 +668,8 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
         "in_flight": [],
     }
     systems = make_systems(names, cluster)
+    for name in settings.in_flight_systems:
+        in_flight_job(name, cluster)  # a name that is not our job fails now, not at the end
     runs: list[list[dict]] = [[] for _ in systems]
     for attempt in range(1, settings.repeat + 1):  # systems take turns
         for system, done in zip(systems, runs, strict=True):
@@ -653,8 +688,11 @@ def run(settings: Settings, broker: KafkaBroker, cluster: FlinkCluster) -> dict:
     if settings.in_flight:
         cluster.restart_taskmanagers()
         results["idle_rss_mb"] = rss_bytes(cluster.running_taskmanagers()) / MB
-        for count in settings.in_flight:
-            results["in_flight"].append(measure_in_flight(cluster, broker, settings, count))
+        for name in settings.in_flight_systems:  # each system on the same counts in turn
+            for count in settings.in_flight:
+                results["in_flight"].append(
+                    measure_in_flight(cluster, broker, settings, count, name)
+                )
     return results
 
 

@@ -16,7 +16,8 @@ processing-time timer forgets it after the retention.
 Every call into Flink's state, timers and metrics crosses into Java and re-takes the GIL, so
 the shell makes few: the held types and both deadlines live in one `ValueState` read once per
 record (no `MapState.keys()` iteration), the parts are read back only when a transaction
-closes (one `get` per held type, no `items()` iteration), the clock is Python's
+closes (one `get` per held type, no `items()` iteration) and removed with one `remove`
+each (no `clear()`, which iterates too), the clock is Python's
 (`time.time()`, which is what Flink's processing time is), and counters are summed in Python
 and flushed in batches (`job.metrics`).
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import astuple
 from typing import NamedTuple
 
 from pyflink.common import Row, Types
@@ -124,8 +124,9 @@ def output_row(topics: dict[Outcome, str], output: Output) -> Row:
 
 def part_to_state(part: Part) -> tuple:
     """A part as the `parts` MapState stores it: the dataclass's fields in their order, which
-    is part of the savepoint format (tests/test_correlate_state.py pins it)."""
-    return astuple(part)
+    is part of the savepoint format (tests/test_correlate_state.py pins it). Spelled out:
+    `dataclasses.astuple` deep-copies field by field, 3% of the job's busy time."""
+    return (part.seq, part.event_time, part.value, part.partition, part.offset)
 
 
 def part_from_state(values) -> Part:
@@ -199,7 +200,15 @@ class _FlinkTransactionState:
         return {t: part_from_state(p) for t, p in stored if p is not None}
 
     def clear_parts(self) -> None:
-        self._parts.clear()
+        """An open transaction's parts: one `remove` per held type. `clear()` opens a RocksDB
+        iterator over the key's entries and writes its own batch, which cost more than the
+        removes; only a partial kept for amendments, whose types no open state names, is
+        cleared that way."""
+        if self.open is None:
+            self._parts.clear()
+        else:
+            for record_type in self.held:
+                self._parts.remove(record_type)
         self.held = ()
 
     def closed_marker(self) -> tuple[Closed, int] | None:

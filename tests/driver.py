@@ -70,6 +70,13 @@ class MapState(_Keyed):
         self._call("items")
         return list(self._map().items())
 
+    def remove(self, key) -> None:
+        self._call("remove")
+        entries = self._map()
+        entries.pop(key, None)
+        if not entries:  # as in RocksDB: a key with no entries holds nothing
+            self._store().pop(self.driver.key, None)
+
     def is_empty(self) -> bool:
         self._call("is_empty")
         return not self._map()
