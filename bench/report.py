@@ -184,7 +184,8 @@ def markdown(results: dict) -> str:
     if results.get("in_flight"):
         lines += [
             "",
-            "| system | transactions in flight | TaskManager RSS MB | checkpoint state MB | "
+            "| system | transactions in flight | TaskManager RSS MB (idle before) | "
+            "checkpoint state MB | "
             "bytes of state per transaction | checkpoint ms (sync part) | longest checkpoint ms "
             "| drain s | RSS MB after all closed | state MB after |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -192,13 +193,13 @@ def markdown(results: dict) -> str:
         for row in results["in_flight"]:
             lines.append(
                 f"| {row['system']} | {row['transactions']:,} | "
-                f"{_fmt(row['rss_mb'])} | {_fmt(row['state_mb'], 1)} | "
+                f"{_fmt(row['rss_mb'])} ({_fmt(row.get('idle_rss_mb'))}) | "
+                f"{_fmt(row['state_mb'], 1)} | "
                 f"{_fmt(row['state_bytes_per_tx'])} | {_fmt(row.get('checkpoint_ms'))} "
                 f"({_fmt(row.get('checkpoint_sync_ms'))}) | {_fmt(row.get('checkpoint_max_ms'))} | "
                 f"{_fmt(row.get('drain_s'), 1)} | {_fmt(row['rss_after_mb'])} | "
                 f"{_fmt(row['state_after_mb'], 1)} |"
             )
-        lines.append(f"\nIdle TaskManagers before: {_fmt(results['idle_rss_mb'])} MB RSS.")
     return "\n".join(lines) + "\n"
 
 

@@ -194,7 +194,7 @@ class _FlinkTransactionState:
         kept for amendments, whose types no open state names, is iterated: `items()` opens a
         RocksDB iterator and crosses into Java about four times per entry (step, entry, key,
         value)."""
-        if not self.held:
+        if self.open is None:
             return {t: part_from_state(p) for t, p in self._parts.items()}
         stored = ((t, self._parts.get(t)) for t in self.held)
         return {t: part_from_state(p) for t, p in stored if p is not None}
@@ -203,7 +203,8 @@ class _FlinkTransactionState:
         """An open transaction's parts: one `remove` per held type. `clear()` opens a RocksDB
         iterator over the key's entries and writes its own batch, which cost more than the
         removes; only a partial kept for amendments, whose types no open state names, is
-        cleared that way."""
+        cleared that way. (`held` would not do: an amendment's `add_part` leaves it naming
+        only the new part.)"""
         if self.open is None:
             self._parts.clear()
         else:

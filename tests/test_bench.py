@@ -75,6 +75,7 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
     assert held["system"] == "Flink job, parallelism 1"
     assert 0 <= held["checkpoint_sync_ms"] <= held["checkpoint_ms"] <= held["checkpoint_max_ms"]
     assert held["state_bytes_per_tx"] > 0
+    assert 0 < held["idle_rss_mb"] < held["rss_mb"]
     assert held["aggregated_after"] == 200
     assert held["in_flight_after"] == 0
 
