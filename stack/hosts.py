@@ -100,10 +100,15 @@ def distributed_settings(s3_endpoint: str, zookeeper: str) -> dict[str, str]:
     }
 
 
-def host_settings(role: str, host: Host | None, tmp: Path) -> dict[str, str]:
+def host_settings(role: str, host: Host | None, tmp: Path, java_opts: str = "") -> dict[str, str]:
     """The addresses and ports of one host's Flink process, and its own temp folder (hosts
-    here share /tmp, real ones would not)."""
-    own = {"io.tmp.dirs": str(tmp), f"env.java.opts.{role}": f"-Djava.io.tmpdir={tmp}"}
+    here share /tmp, real ones would not), added to the role's JVM options of
+    flink-conf/config.yaml (`java_opts`, e.g. the client's quick JIT) instead of replacing
+    them."""
+    own = {
+        "io.tmp.dirs": str(tmp),
+        f"env.java.opts.{role}": f"{java_opts} -Djava.io.tmpdir={tmp}".lstrip(),
+    }
     if role == "jobmanager":
         return {
             **own,
@@ -241,10 +246,12 @@ class HostsCluster:
     def settings(self, role: str, host: Host | None) -> dict[str, str]:
         s3, zk = self.s3.endpoint, self.zookeeper.connect
         folder = self.home / (host.name if host else "client")
+        settings = flat_settings(FLINK_CONF / "config.yaml")
+        java_opts = settings.get(f"env.java.opts.{role}", "")
         return {
-            **flat_settings(FLINK_CONF / "config.yaml"),
+            **settings,
             **distributed_settings(s3, zk),
-            **host_settings(role, host, folder / "tmp"),
+            **host_settings(role, host, folder / "tmp", java_opts),
         }
 
     def conf_dir(self, role: str, host: Host | None) -> Path:

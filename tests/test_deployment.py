@@ -893,6 +893,22 @@ def test_the_several_hosts_section_shows_the_settings_and_addresses_the_code_use
     assert f"`{NETWORK.bridge}`" in section and f"{NETWORK.gateway}" in section
 
 
+@pytest.mark.parametrize("role", ["jobmanager", "taskmanager", "client"])
+def test_each_host_keeps_the_jvm_options_of_flink_conf(role: str) -> None:
+    """A host adds its own temp folder to the role's JVM options (the client's quick JIT)
+    instead of replacing them."""
+    from stack.hosts import JOBMANAGERS, TASKMANAGERS, HostsCluster
+
+    cluster = HostsCluster()
+    name = {"jobmanager": JOBMANAGERS[0], "taskmanager": TASKMANAGERS[0]}.get(role)
+    host = cluster.host(name) if name else None
+    key = f"env.java.opts.{role}"
+    opts = cluster.settings(role, host)[key].split()
+    local = flatten(load_yaml(LOCAL_CONF)).get(key, "").split()
+    tmp = cluster.home / (name or "client") / "tmp"
+    assert opts == [*local, f"-Djava.io.tmpdir={tmp}"]
+
+
 def test_kubernetes_keeps_state_in_s3_as_the_hosts_do() -> None:
     """The same bucket layout, path-style access, plugin and credential variables."""
     from stack.s3 import CREDENTIAL_VARIABLES

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.flink
 KAFKA_MS = 1_764_000_045_123
 HOSTILE = [
     b'{"transaction": "a", "transaction": "b"}',  # duplicate keys: both read the last
+    b'{"transaction": "a", "\\u0074ransaction": "b"}',  # the same, the second escaped
+    b'{"transaction": "first", "nested": {"transaction": "inner"}}',
+    b' \n\t{ "transaction" :\r"spaced", "log": "x"}',
+    b'{"transaction": "esc\\u0041aped"}',
     b'{"transaction": "a\\u00e9\\n\\"q\\\\"}',
     b'{"transaction": "\\ud83d\\ude00 pair"}',
     b'{"transaction": "\\ud800 lone"}',
