@@ -67,7 +67,11 @@ def steady_window(
 def throughput(
     samples: Sequence[Sample], records: int, expected_outputs: int, min_span_s: float = 0.0
 ) -> dict:
-    """Input records/s and CPU seconds per 1,000 input records over the steady window."""
+    """Input records/s and CPU seconds per 1,000 input records over the steady window.
+
+    /proc counts CPU time in clock ticks (10 ms): a window in which the system's processes
+    used less than a tick (a peer that reads a tiny backlog between two samples) measured
+    no CPU, which is not zero CPU, so it has no CPU figure."""
     window = steady_window(samples, expected_outputs, min_span_s)
     if window is None:
         return {"records_per_s": None, "cpu_s_per_1k": None, "window_s": None}
@@ -75,9 +79,10 @@ def throughput(
     done = records_done(high, records, expected_outputs) - records_done(
         low, records, expected_outputs
     )
+    cpu_s = high.cpu_s - low.cpu_s
     return {
         "records_per_s": done / (high.at - low.at),
-        "cpu_s_per_1k": (high.cpu_s - low.cpu_s) / done * 1000 if done else None,
+        "cpu_s_per_1k": cpu_s / done * 1000 if done and cpu_s > 0 else None,
         "window_s": high.at - low.at,
     }
 

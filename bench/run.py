@@ -65,8 +65,9 @@ class Settings:
     malformed: float = 0.01  # share of records that are malformed
     repeat: int = 3  # runs of each configuration; the median is reported with min..max
     checkpoint_interval_s: float = 0.0  # 0: flink-conf/config.yaml's (5 s)
-    # Every target of issue 14: parallelism 1 and 2, at-least-once latency, the peers.
-    systems: tuple[str, ...] = ("ours", "ours-p2", "ours-alo", "copy", "faust", "dict")
+    # Every target of issue 14: parallelism 1 and 2, at-least-once latency, the peers, and
+    # the engine's own ceiling at both parallelisms.
+    systems: tuple[str, ...] = ("ours", "ours-p2", "ours-alo", "copy", "copy-p2", "faust", "dict")
     out: Path = ROOT / ".bench"
 
 
@@ -282,6 +283,7 @@ SYSTEMS: dict[str, Callable[[FlinkCluster], System]] = {
         label=f"Flink job, progress every {PROGRESS_INTERVAL_S:g} s",
     ),
     "copy": lambda cluster: FlinkSqlCopy(cluster),
+    "copy-p2": lambda cluster: FlinkSqlCopy(cluster, parallelism=2),
     "faust": lambda cluster: Faust(),
     "dict": lambda cluster: DictLoop(),
 }

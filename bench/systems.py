@@ -142,12 +142,15 @@ class FlinkCorrelator(System):
         return f"{self.name}: job {self.job_id} is {job['state']}\n{root}"
 
     def details(self) -> dict:
-        """Checkpoint figures: exactly-once output waits for them."""
+        """The parallelism the job ran at, and checkpoint figures: exactly-once output waits
+        for them."""
         if not self.job_id:
             return {}
+        job = self.cluster.api.rest(f"/jobs/{self.job_id}")
         stats = self.cluster.api.rest(f"/jobs/{self.job_id}/checkpoints")
         summary = stats["summary"]["end_to_end_duration"]
         return {
+            "parallelism": max(vertex["parallelism"] for vertex in job["vertices"]),
             "checkpoints": stats["counts"],
             "checkpoint_duration_ms": {k: summary.get(k) for k in ("min", "avg", "p99", "max")},
             "recent_checkpoints": [
@@ -168,7 +171,8 @@ class FlinkSqlCopy(FlinkCorrelator):
 
     @property
     def name(self) -> str:
-        return "Flink SQL copy (ceiling)"
+        at = "" if self.parallelism == 1 else f", parallelism {self.parallelism}"
+        return f"Flink SQL copy{at} (ceiling)"
 
     def submit(self, config: JobConfig) -> str:
         return submit(

@@ -26,7 +26,7 @@ def _logs() -> dict[str, str]:
 
 
 def test_benchmark_smoke_run(kafka, flink, tmp_path):
-    systems = ("ours", "copy", "dict", "faust")
+    systems = ("ours", "copy", "copy-p2", "dict", "faust")
     settings = Settings(
         transactions=300,
         latency_seconds=2,
@@ -47,6 +47,8 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
         assert only["status"] == "complete", (name, only.get("error"), only.get("check"), _logs())
         assert system["status"] == "complete", name
         assert only["outputs"] == only["expected_outputs"], name
+        if name.startswith("Flink"):  # each Flink job ran at the parallelism its name says
+            assert only["details"]["parallelism"] == (2 if "parallelism 2" in name else 1), name
         if name.startswith("Flink SQL copy"):  # one output per input record: its count only
             assert only["expected_outputs"] == results["records"], name
         else:
@@ -56,7 +58,11 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
             assert check["expired"] == check["expected_expired"] == 30, name
         throughput = system["throughput"]
         assert throughput["records_per_s"] > 0, name
-        assert throughput["cpu_s_per_1k"] > 0, name
+        assert throughput["whole_run_cpu_s_per_1k"] > 0, name
+        if name.startswith("Flink"):  # a steady window of at least a checkpoint interval
+            assert throughput["cpu_s_per_1k"] > 0, name
+        else:  # a peer may read the tiny backlog in less CPU than /proc's tick shows
+            assert throughput["cpu_s_per_1k"] is None or throughput["cpu_s_per_1k"] > 0, name
         assert throughput["whole_run_records_per_s"] > 0, name
         assert only["phases"]["last_output_s"] == pytest.approx(throughput["whole_run_s"])
         for load in ("50", "90"):

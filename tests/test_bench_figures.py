@@ -66,6 +66,19 @@ def test_a_run_done_between_two_samples_falls_back_to_the_whole_run():
     assert throughput(samples, records=100, expected_outputs=100)["records_per_s"] == 25
 
 
+def test_a_window_shorter_than_a_cpu_tick_has_no_cpu_figure():
+    # The dict loop read 300 transactions between two samples 0.2 s apart: /proc's CPU
+    # time did not move by a tick (10 ms), which measured nothing, not zero CPU.
+    samples = [
+        Sample(at=0, outputs=0, cpu_s=0.5),
+        Sample(at=1.0, outputs=100, cpu_s=0.8),
+        Sample(at=1.2, outputs=300, cpu_s=0.8),
+    ]
+    figures = throughput(samples, records=1441, expected_outputs=300)
+    assert figures["records_per_s"] > 0
+    assert figures["cpu_s_per_1k"] is None
+
+
 def test_exactly_once_steps_count_when_they_show():
     # Outputs visible only at checkpoints: 0, then 60% at 5 s, then 100% at 10 s.
     samples = [

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("pipeline.name", f"{config.job_name}-sql-copy")
+    if config.parallelism:
+        t_env.get_config().set("parallelism.default", str(config.parallelism))
     if config.checkpoint_interval_s:
         t_env.get_config().set(
             "execution.checkpointing.interval", f"{int(config.checkpoint_interval_s * 1000)} ms"
