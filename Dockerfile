@@ -10,36 +10,16 @@
 ARG FLINK_VERSION=2.2.1
 ARG PYTHON_VERSION=3.11.15
 ARG FLINK_KAFKA_CONNECTOR=org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2
-ARG JDBC_CORE=org.apache.flink:flink-connector-jdbc-core:4.0.0-2.0
-ARG JDBC_POSTGRES=org.apache.flink:flink-connector-jdbc-postgres:4.0.0-2.0
-ARG POSTGRES_DRIVER=org.postgresql:postgresql:42.7.8
 
-# --- The Kafka and JDBC connectors from Maven Central, as stack/jars.py fetches them --------
+# --- The Kafka connector from Maven Central, as stack/jars.py fetches it --------------------
 FROM maven:3.9-eclipse-temurin-17 AS jars
 ARG FLINK_KAFKA_CONNECTOR
 ARG FLINK_KAFKA_CONNECTOR_SHA256=5605c691d11a501382c383fecba37a7a552467da5ab7ba904ef5d6f3d62c5616
-ARG JDBC_CORE
-ARG JDBC_CORE_SHA256=ccb9691bf1d0f97574ae768e1bef05a39c06d7f7b13996e9d485fbdd69dcbfec
-ARG JDBC_POSTGRES
-ARG JDBC_POSTGRES_SHA256=b59c29dc65cafe8ae398e69072b9f6022f4a978a09002fd06a05a1a8dd3348d6
-ARG POSTGRES_DRIVER
-ARG POSTGRES_DRIVER_SHA256=2a32a9dcbc42d67a50ad3a0de5efd102c8d2be46720045f2cbd6689f160ab7c7
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /jars
 RUN mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
       -Dartifact="${FLINK_KAFKA_CONNECTOR}" -DoutputDirectory=/jars \
  && printf '%s  %s\n' "${FLINK_KAFKA_CONNECTOR_SHA256}" *.jar | sha256sum -c -
-# The writer job's JDBC connector and PostgreSQL driver (see the README, "Persistence").
-WORKDIR /jdbc
-RUN for artifact in "${JDBC_CORE}=${JDBC_CORE_SHA256}" \
-      "${JDBC_POSTGRES}=${JDBC_POSTGRES_SHA256}" "${POSTGRES_DRIVER}=${POSTGRES_DRIVER_SHA256}"; do \
-      coordinates="${artifact%%=*}"; sha256="${artifact##*=}"; \
-      mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
-        -Dartifact="${coordinates}" -DoutputDirectory=/jdbc \
-      && name="$(cut -d: -f2 <<< "${coordinates}")-$(cut -d: -f3 <<< "${coordinates}").jar" \
-      && printf '%s  %s\n' "${sha256}" "${name}" | sha256sum -c - || exit 1; \
-    done
-
 # --- Python 3.11, built from python.org's source ------------------------------------------
 # The Flink image is Ubuntu 24.04, whose only Python is 3.12; PyFlink 2.2 and this project
 # pin 3.11. Built with --enable-shared: thread mode embeds the interpreter (pemja) in the
@@ -100,7 +80,6 @@ RUN mv "${FLINK_HOME}/opt/flink-python-${FLINK_VERSION}.jar" "${FLINK_HOME}/lib/
 # The Kafka connector on the cluster class path (lib/), as `stack` links it, not per job with
 # --jars: a Kafka client thread outliving a stopped job hit ClassNotFoundException otherwise.
 COPY --from=jars /jars/ ${FLINK_HOME}/lib/
-COPY --from=jars /jdbc/ ${FLINK_HOME}/lib/
 
 # The project, installed in editable mode: the TaskManagers' embedded interpreter imports the
 # job's modules from this one copy, and job/sql.py finds sql/ beside job/.

@@ -18,6 +18,11 @@ EXACTLY_ONCE, AT_LEAST_ONCE = "exactly-once", "at-least-once"
 ROUTE, AMEND = "route", "amend"
 LATE_POLICIES = (ROUTE, AMEND)
 DEFAULT_PARTITIONS = 3  # of each input and output topic, where the job's tools create them
+# Kafka refuses records over 1 MiB by default (producer max.request.size 1,048,576, broker
+# message.max.bytes 1,048,588), key, value and about 100 bytes of framing together.
+MAX_OUTPUT_BYTES = 1_000_000
+# An output without its copies of input (job/sizes.py) is a few hundred bytes per type.
+MIN_OUTPUT_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,16 @@ class JobConfig:
     )
     max_record_bytes: int = field(
         default=1_000_000, metadata={"help": "larger input records go to the dead-letter topic"}
+    )
+    max_output_bytes: int = field(
+        default=MAX_OUTPUT_BYTES,
+        metadata={
+            "help": "largest output record (key and value) the job writes: at most the "
+            "producer's max.request.size and the output topics' max.message.bytes (Kafka's "
+            "defaults: 1 MiB). A larger output leaves out its copies of input (an aggregate "
+            "its parts, a dead letter or late record its record) and names where they are "
+            f"(at least {MIN_OUTPUT_BYTES:,})"
+        },
     )
     timestamp_field: str = field(
         default="",
@@ -288,8 +303,11 @@ class WriterConfig:
     expired_topic: str = _as_in_job("expired_topic")
     progress_topic: str = _as_in_job("progress_topic")
     database_url: str = field(
-        default="jdbc:postgresql://127.0.0.1:5432/txn_correlator",
-        metadata={"help": "JDBC URL of the PostgreSQL database"},
+        default="postgresql://127.0.0.1:5432/txn_correlator",
+        metadata={
+            "help": "PostgreSQL database, as a libpq URL (jdbc:postgresql://... works too); "
+            "no password here: see --database-password-env"
+        },
     )
     database_user: str = field(default="postgres", metadata={"help": "database user"})
     database_password_env: str = field(
@@ -309,6 +327,23 @@ class WriterConfig:
     jars: tuple[str, ...] = _as_in_job("jars")
 
     kafka_client_properties = JobConfig.kafka_client_properties
+    describe = JobConfig.describe
+
+    @classmethod
+    def for_job(cls, job: JobConfig, **overrides) -> "WriterConfig":
+        """The writer of a correlator's outputs: its topics, broker and client settings, and
+        a consumer group and job name after the correlator's (with the default correlator,
+        the writer's defaults)."""
+        return cls(
+            bootstrap_servers=job.bootstrap_servers,
+            aggregated_topic=job.aggregated_topic,
+            expired_topic=job.expired_topic,
+            progress_topic=job.progress_topic,
+            kafka_properties=job.kafka_properties,
+            group_id=f"{job.group_id}-writer",
+            job_name=f"{job.job_name}-writer",
+            **overrides,
+        )
 
     def to_args(self) -> list[str]:
         return to_args(self)
@@ -376,6 +411,8 @@ def parse_args(argv: list[str] | None = None, cls: type = JobConfig):
     parser = build_parser(cls)
     config = cls(**vars(parser.parse_args(argv)))
     if cls is JobConfig:
+        if config.max_output_bytes < MIN_OUTPUT_BYTES:
+            parser.error(f"--max-output-bytes must be at least {MIN_OUTPUT_BYTES}")
         try:
             config.rules()  # a bad rules file fails at submission, saying why
         except ValueError as error:

@@ -66,6 +66,7 @@ from job.records import (
     to_json,
 )
 from job.rules import RULES_KEY, SINCE_LAST, RulesError, newer
+from job.sizes import fit
 
 _STR, _INT, _LONG = Types.STRING(), Types.INT(), Types.LONG()
 
@@ -76,6 +77,9 @@ PARTS = MapStateDescriptor(
 CLOSED = ValueStateDescriptor("closed", _STR)  # "status@retention end" of a closed transaction
 DEADLINES = ValueStateDescriptor("deadlines", Types.PICKLED_BYTE_ARRAY())  # an `Open`, as a tuple
 REFERENCE = MapStateDescriptor("reference", _STR, _STR)  # broadcast: type -> JSON object
+# Broadcast state keys of the job's own, never a type's: the rules in force (job.rules), and
+# what this instance holds (`Held`). Reference records whose key starts with "@" are refused.
+HELD_KEY = "@held"
 
 # How often counted metrics reach Flink; a timer makes them exact when input stops.
 METRICS_EVERY_MS = 1_000
@@ -105,6 +109,41 @@ class Open(NamedTuple):
     @property
     def span(self) -> tuple[int, int] | None:
         return None if self.first is None else (self.first, self.last)
+
+
+class Held(NamedTuple):
+    """How many open transactions and closed markers one instance holds in keyed state.
+
+    Flink restores keyed state after a failure but not metrics, and a Python function cannot
+    count keyed state on restore, so the instance keeps its two counts in its own copy of the
+    broadcast state (`HELD_KEY`), written whenever they change: the checkpoint that holds
+    the keyed state holds the counts that describe it, and the gauges start from them after
+    a restore. At the same parallelism each instance gets its own copy back (Flink's
+    repartitioning of broadcast state); after a rescale the copies no longer match the
+    key groups, so the counts start again from zero and cannot go below it.
+    """
+
+    open: int = 0
+    closed: int = 0
+    index: int = 0  # the instance's subtask index ...
+    parallelism: int = 1  # ... of this many: whose copy it is
+
+    def to_text(self) -> str:
+        return ",".join(map(str, self))
+
+    @classmethod
+    def from_text(cls, text: str | None, index: int, parallelism: int) -> Held:
+        """The counts stored by this instance before a restore; zeros for any other's."""
+        try:
+            stored = cls(*map(int, (text or "").split(",")))
+        except (TypeError, ValueError):
+            return cls(0, 0, index, parallelism)
+        if (stored.index, stored.parallelism) != (index, parallelism):
+            return cls(0, 0, index, parallelism)
+        return stored
+
+    def add(self, open_: int = 0, closed: int = 0) -> Held:
+        return self._replace(open=max(self.open + open_, 0), closed=max(self.closed + closed, 0))
 
 
 def output_topics(config: JobConfig) -> dict[Outcome, str]:
@@ -259,6 +298,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.grace_ms = int(config.expiry_grace_s * 1000)
         self.progress_ms = int(config.progress_interval_s * 1000)  # 0: no progress records
         self.amend = config.late_policy == AMEND
+        self.max_output_bytes = config.max_output_bytes
         self.option_rules = config.option_rules()
         self.rules = config.rules()  # the rules file is read where the job is built
 
@@ -272,8 +312,10 @@ class Correlate(KeyedBroadcastProcessFunction):
         )
         self.hook = enrich.load_hook(self.config.enrich_hook)
         self._reference: dict[str, dict] | None = None  # cache of the broadcast state
-        self._rules_restored = False  # rules from the reference topic, read once per start
+        self._restored = False  # rules and counts from broadcast state, read once per start
         self.last_input_ms = self.clock()  # a (re)start counts as input: a backlog may follow
+        self.subtask = subtask_of(runtime_context)
+        self.held = self._held_saved = Held(0, 0, *self.subtask)
         self._open_metrics(runtime_context.get_metrics_group())
 
     def _open_metrics(self, group) -> None:
@@ -309,13 +351,31 @@ class Correlate(KeyedBroadcastProcessFunction):
         self.last_input_ms = now
         source = Source(row[2], row[3], row[4], row[5])
         outputs = self._on_record(row[0], row[1], source, now, ctx)
-        self._count_later(now, ctx)
+        self._bookkeeping(self._count_later, now, ctx)
+        yield from self._emit(outputs, ctx)
+
+    def _emit(self, outputs: list[Output], ctx):
+        """The rows of `outputs`, each fitted to the sink's size limit (`job.sizes`), after
+        the counts of what this instance holds are saved with the state they describe."""
+        self._bookkeeping(self._save_held, ctx)
         for output in outputs:
-            yield output_row(self.topics, output)
+            yield output_row(self.topics, fit(output, self.max_output_bytes, self.topic_of))
+
+    def topic_of(self, record_type: str) -> str:
+        return self.config.topic_of(record_type)
+
+    def _bookkeeping(self, call, *args) -> None:
+        """Metrics, timers and counts once the rules have decided: their outputs exist and
+        state says so, so a failure here must not cost them (nor restart the job). It is
+        counted as an internal error; a timer left behind finds its transaction closed."""
+        try:
+            call(*args)
+        except Exception:  # noqa: BLE001 - the outputs go out whatever fails here
+            self.tally.add(INTERNAL_ERRORS)
 
     def _on_record(self, key: str, payload: bytes | None, source: Source, now: int, ctx):
         try:
-            self._restore_rules(ctx)
+            self._restore(ctx)
             config = self.config
             result = keyed(
                 parse(payload, source, config.type_of, config.max_record_bytes, config.kind_field),
@@ -352,13 +412,25 @@ class Correlate(KeyedBroadcastProcessFunction):
         elif step.verdict is Verdict.HELD:
             self._keep_open(ctx, event.source.timestamp, now)
         elif step.verdict is Verdict.COMPLETE:
-            self._count_emitted(step.output)
-            return [step.output, *self._after_close(ctx)]
+            return [step.output, *self._closing(ctx, step.output)]
         elif step.verdict is Verdict.AMENDED:
-            self._count_emitted(step.output, amended=True)
+            self._bookkeeping(self._count_emitted, step.output, True)
         elif step.verdict is Verdict.LATE:
-            self._count_late(event.type, now)
+            self._bookkeeping(self._count_late, event.type, now)
         return [] if step.output is None else [step.output]
+
+    def _closing(self, ctx, output: Output) -> list[Output]:
+        """The bookkeeping of a transaction that just closed (its output exists, its state
+        says closed): metrics, timers, the progress tombstone. A failure here costs at most
+        the tombstone (the final row replaces the open one in PostgreSQL anyway)."""
+        closing: list[Output] = []
+
+        def count_and_close() -> None:
+            self._count_emitted(output)
+            closing.extend(self._after_close(ctx))
+
+        self._bookkeeping(count_and_close)
+        return closing
 
     def _count_later(self, now: int, ctx) -> None:
         """Hands the counts to Flink when due; while some are pending, a processing-time
@@ -375,6 +447,10 @@ class Correlate(KeyedBroadcastProcessFunction):
             state = ctx.get_broadcast_state(REFERENCE)
             if record_type == RULES_KEY:
                 self._update_rules(fields, state)
+            elif record_type.startswith("@"):
+                raise ValueError(
+                    f"reference key {record_type!r}: keys starting with @ are the job's"
+                )
             elif fields is None:
                 state.remove(record_type)
             else:
@@ -396,13 +472,17 @@ class Correlate(KeyedBroadcastProcessFunction):
             self.rules = rules
             state.put(RULES_KEY, text)
 
-    def _restore_rules(self, ctx) -> None:
-        """After a (re)start, rules that came from the reference topic before it: they are
-        in broadcast state, which a function can read only while handling a record."""
-        if self._rules_restored:
+    def _restore(self, ctx) -> None:
+        """After a (re)start, what broadcast state kept, which a function can read only
+        while handling a record: the counts of what this instance holds, and rules that
+        came from the reference topic."""
+        if self._restored:
             return
-        self._rules_restored = True
-        text = ctx.get_broadcast_state(REFERENCE).get(RULES_KEY)
+        self._restored = True
+        state = ctx.get_broadcast_state(REFERENCE)
+        self.held = self._held_saved = Held.from_text(state.get(HELD_KEY), *self.subtask)
+        self._count_held(self.held.open, self.held.closed)
+        text = state.get(RULES_KEY)
         if text is not None:
             try:
                 self.rules = newer(self.rules, self.option_rules, text, self.config.types) or (
@@ -417,7 +497,9 @@ class Correlate(KeyedBroadcastProcessFunction):
         def enricher(record: dict) -> dict:
             if self._reference is None:
                 state = ctx.get_broadcast_state(REFERENCE)
-                self._reference = {t: json.loads(v) for t, v in state.items() if t != RULES_KEY}
+                self._reference = {
+                    t: json.loads(v) for t, v in state.items() if not t.startswith("@")
+                }
             return enrich.enrich(record, self._reference, self.hook)
 
         return enricher
@@ -457,12 +539,12 @@ class Correlate(KeyedBroadcastProcessFunction):
             outputs = self._on_timer(timestamp, now, ctx)
         except Exception as error:  # noqa: BLE001 - no timer may restart the job
             outputs = self._give_up(ctx, error, now)
-        self.tally.flush(now)  # every timer: counts are exact soon after input stops
-        for output in outputs:
-            yield output_row(self.topics, output)
+        # Every timer flushes the counts: they are exact soon after input stops.
+        self._bookkeeping(self.tally.flush, now)
+        yield from self._emit(outputs, ctx)
 
     def _on_timer(self, timestamp: int, now: int, ctx) -> list[Output]:
-        self._restore_rules(ctx)
+        self._restore(ctx)
         self.state.load(now)
         open_ = self.state.open
         closed = None if open_ is not None else self.state.closed_marker()
@@ -478,7 +560,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         )
         if decision.action is TimerAction.FORGET:
             self.state.forget(parts_too=self.amend)
-            self.tally.add(CLOSED_MARKERS, -1)
+            self._hold(closed=-1)
         elif decision.action is TimerAction.DEFER:
             ctx.timer_service().register_processing_time_timer(decision.again_at)
             self.state.save_open(open_.event_at, decision.again_at)
@@ -502,8 +584,7 @@ class Correlate(KeyedBroadcastProcessFunction):
                 keep_parts=self.amend and not complete,
             )
             self.tally.add(metrics.AGGREGATED if complete else EXPIRED)
-            self._count_emitted(output)
-            return [output, *self._after_close(ctx)]
+            return [output, *self._closing(ctx, output)]
         return []
 
     def _report(self, ctx, now: int) -> list[Output]:
@@ -558,7 +639,7 @@ class Correlate(KeyedBroadcastProcessFunction):
         timers.register_processing_time_timer(wall_at)
         progress_at = self._arm_progress(timers, first_event_time)
         self.state.save_open(event_at, wall_at, progress_at=progress_at)
-        self.tally.add(IN_FLIGHT)
+        self._hold(open_=1)
 
     def _arm_progress(self, timers, part_ms: int) -> int:
         """Registers the progress timer one interval of event time after a part (0: no
@@ -616,10 +697,55 @@ class Correlate(KeyedBroadcastProcessFunction):
                 outputs.append(Output(Outcome.OPEN, key, None))
             self.deadlines.clear()
             self.state.open = None
-            self.tally.add(IN_FLIGHT, -1)
+            self._hold(open_=-1)
+        self._hold(closed=1)
         timers.register_processing_time_timer(self.state.closed_until)
-        self.tally.add(CLOSED_MARKERS)
         return outputs
+
+    def _hold(self, open_: int = 0, closed: int = 0) -> None:
+        """Counts a change of what this instance holds (saved by `_save_held`)."""
+        before = self.held
+        self.held = before.add(open_, closed)
+        self._count_held(self.held.open - before.open, self.held.closed - before.closed)
+
+    def _count_held(self, open_: int, closed: int) -> None:
+        if open_:
+            self.tally.add(IN_FLIGHT, open_)
+        if closed:
+            self.tally.add(CLOSED_MARKERS, closed)
+
+    def _save_held(self, ctx) -> None:
+        """Writes the counts to this instance's copy of the broadcast state when they
+        changed: one call per record or timer that opened or closed something."""
+        if self.held != self._held_saved:
+            writable(ctx.get_broadcast_state(REFERENCE)).put(HELD_KEY, self.held.to_text())
+            self._held_saved = self.held
+
+
+def subtask_of(runtime_context) -> tuple[int, int]:
+    """(index, parallelism) of the instance. PyFlink 2.2's thread mode asks the Java context
+    for methods that Flink 2 moved to its `TaskInfo`, so there they are read from it."""
+    try:
+        return (
+            runtime_context.get_index_of_this_subtask(),
+            runtime_context.get_number_of_parallel_subtasks(),
+        )
+    except Exception:  # noqa: BLE001 - pemja's AttributeError for the moved methods
+        info = runtime_context._runtime_context.getTaskInfo()
+        return info.getIndexOfThisSubtask(), info.getNumberOfParallelSubtasks()
+
+
+def writable(broadcast_state):
+    """The broadcast state itself, also where Flink hands the keyed side a read-only view.
+
+    Flink forbids writing broadcast state from the keyed side because every instance must
+    keep the same copy of what the broadcast side sent. The counts under `HELD_KEY` are each
+    instance's own, and only that instance reads them back after a restore. In thread mode
+    the read-only view wraps the operator's broadcast state (`_state`, the Java
+    `BroadcastState`); `tests/test_counts_restore.py` pins this use of PyFlink's internals on
+    the real cluster.
+    """
+    return broadcast_state if hasattr(broadcast_state, "put") else broadcast_state._state
 
 
 def _now_ms() -> int:

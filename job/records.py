@@ -51,7 +51,7 @@ class DeadLetter:
         return to_json(
             {
                 "reason": self.reason,
-                "detail": printable(self.detail),
+                "detail": printable(self.detail)[:DETAIL_CHARS],
                 "transaction": None if self.transaction is None else printable(self.transaction),
                 "topic": self.source.topic,
                 "partition": self.source.partition,
@@ -61,6 +61,8 @@ class DeadLetter:
             }
         )
 
+
+DETAIL_CHARS = 500  # a dead letter's `detail` quotes input: bounded
 
 # Reason codes on the dead-letter topic, documented in the README.
 UNKNOWN_TOPIC = "unknown_topic"
@@ -76,13 +78,44 @@ INTERNAL_ERROR = "internal_error"  # a bug or a failing hook: the job's fault, n
 
 def to_json(document: object) -> str:
     """Strict JSON for every output: NaN and Infinity raise ValueError, and the text is ASCII
-    (non-ASCII escaped), so it crosses into Java and decodes as UTF-8 everywhere."""
-    return json.dumps(document, allow_nan=False)
+    (non-ASCII escaped), so it crosses into Java and decodes as UTF-8 everywhere.
+
+    A lone UTF-16 surrogate raises ValueError too: `json.dumps` would escape it (`\\ud800`)
+    into text that strict consumers and PostgreSQL's jsonb refuse. Whatever a hook, the
+    reference data or an option put into a document, no output can carry one.
+    """
+    text = json.dumps(document, allow_nan=False)
+    if _SURROGATE_ESCAPE.search(text):  # pairs of astral characters, or a lone one
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a lone UTF-16 surrogate in an output string") from None
+    return text
 
 
 def printable(text: str) -> str:
     """`text` with lone surrogates spelled out (`\\ud800`), for messages that quote input."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# A JSON escape of a UTF-16 surrogate; only text that has one needs the full check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+# The longest transaction id the job correlates, in bytes of UTF-8, and no U+0000 in it: the
+# id is the primary key of the PostgreSQL table, whose index entries hold at most about
+# 2,700 bytes and whose text holds no U+0000. A longer id, or one with U+0000, is a dead
+# letter `bad_transaction` with its bytes, at the door, instead of a row the store refuses.
+MAX_ID_BYTES = 1024
+
+
+def id_problem(transaction: str) -> str | None:
+    """Why an id (a non-empty string) cannot be a transaction's key, or None."""
+    if "\x00" in transaction:
+        return "'transaction' contains U+0000, which PostgreSQL text cannot hold"
+    size = len(transaction.encode("utf-8", "surrogatepass"))
+    if size > MAX_ID_BYTES:
+        return f"'transaction' is {size} bytes of UTF-8, over the limit of {MAX_ID_BYTES}"
+    return None
 
 
 class NotStrictJson(ValueError):
@@ -98,10 +131,6 @@ def _finite(text: str) -> float:
     if not math.isfinite(number):
         raise NotStrictJson(f"number {text[:40]} is beyond a double's range")
     return number
-
-
-# A JSON escape of a UTF-16 surrogate; only text that has one needs the full check.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def strict_loads(text: str) -> object:
@@ -152,9 +181,11 @@ def parse(
         return dead(NO_TRANSACTION, "no 'transaction' field")
     transaction = value["transaction"]
     if not isinstance(transaction, str) or not transaction:
-        return dead(
-            BAD_TRANSACTION, f"'transaction' is {transaction!r}, expected a non-empty string"
-        )
+        shown = printable(repr(transaction))[:100]
+        return dead(BAD_TRANSACTION, f"'transaction' is {shown}, expected a non-empty string")
+    problem = id_problem(transaction)
+    if problem is not None:
+        return dead(BAD_TRANSACTION, problem)
     kind = value.get(kind_field) if kind_field else None
     return Event(
         transaction, record_type, text, source, kind if isinstance(kind, str) and kind else None

@@ -112,14 +112,20 @@ def keyed_input_records(t_env: StreamTableEnvironment, config: JobConfig) -> Key
     `tests/test_keyed_source.py` pins this use of PyFlink's internals.
     """
     declare_input_records(t_env, config)
-    table = t_env.sql_query(sql_text("keyed_records.sql"))
+    return keyed_rows(t_env, sql_text("keyed_records.sql"), KEYED_RECORD)
+
+
+def keyed_rows(t_env: StreamTableEnvironment, query: str, record_type) -> KeyedStream:
+    """A query's rows of (`k` STRING, `record` ROW) as a stream of records keyed by `k`,
+    keyed in Java: the Python function after it receives the record, as after `key_by`."""
+    table = t_env.sql_query(query)
     # A RowTypeInfo, as the keyed Python operator requires of its (key, record) input.
     rows = t_env.to_append_stream(
-        table, Types.ROW_NAMED(["k", "record"], [Types.STRING(), KEYED_RECORD])
+        table, Types.ROW_NAMED(["k", "record"], [Types.STRING(), record_type])
     )
     key_type = Types.ROW([Types.STRING()]).get_java_type_info()
     j_keyed = rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
-    return KeyedStream(j_keyed, KEYED_RECORD, rows)
+    return KeyedStream(j_keyed, record_type, rows)
 
 
 def reference_options(config: JobConfig) -> dict[str, str]:

@@ -1,8 +1,23 @@
 """Entry point of the writer job: `flink run -py job/writer.py [options]`.
 
-Pure Flink SQL (`sql/writer.sql`): no Python runs per record, this script only renders the
-statements and submits them. Rows are upserts by transaction (in PostgreSQL, by precedence:
-final over open, most amended over less), so the job is safe to replay.
+Committed output of the correlator -> PostgreSQL, one row per transaction, and every record
+the table cannot take diverted with its reason (`job.storage`). The job must never stop and
+never take its TaskManager down, whatever it reads and however long the database is away:
+
+- Records are read in Java (`sql/writer.sql`), keyed by topic and partition, and buffered in
+  keyed state (`pending`), so a checkpoint holds every record that is read but not stored,
+  and the Kafka offsets it commits never run ahead of what PostgreSQL or the buffer holds.
+- A processing-time timer per partition writes the buffer in chunks, one database
+  transaction each (`job.database`), with the offsets each chunk reached.
+- While the database is away, a write changes nothing and the timer tries again with a
+  backoff (`job.storage.backoff_ms`): no exception leaves the function, no task fails, no
+  checkpoint waits on the database, and a cancel is never held up for long.
+- A row PostgreSQL refuses is diverted, never retried forever.
+
+It replaces Flink's JDBC sink, whose close() throws when its last flush fails: Flink calls
+close() again while handling the task's failure, and an exception there is fatal to the
+whole TaskManager (docs/persistence.md). Upserts by precedence (migration 003) make any
+replay harmless, so a record stored twice is stored once.
 """
 
 from __future__ import annotations
@@ -11,14 +26,146 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
+from pyflink.common import Types  # noqa: E402
+from pyflink.datastream import (  # noqa: E402
+    KeyedProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.connectors import Sink  # noqa: E402
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor  # noqa: E402
+from pyflink.java_gateway import get_gateway  # noqa: E402
+from pyflink.table import EnvironmentSettings, StreamTableEnvironment  # noqa: E402
 
 from job.config import WriterConfig, parse_args  # noqa: E402
+from job.database import Database, Unavailable  # noqa: E402
+from job.sources import keyed_rows  # noqa: E402
 from job.sql import render, render_options, with_client_properties  # noqa: E402
+from job.storage import Coordinates, backoff_ms  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# What the writer's function receives per record, in order (sql/writer.sql).
+EMITTED_RECORD = Types.ROW_NAMED(
+    ["topic", "partition", "offset", "v"],
+    [Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())],
+)
+
+# State layout: a partition's records not yet stored, by sequence number, and the range of
+# sequence numbers in use ([head, tail)).
+PENDING = MapStateDescriptor("pending", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+SPAN = ValueStateDescriptor("span", Types.PICKLED_BYTE_ARRAY())
+
+FLUSH_EVERY_MS = 500  # how long a record may wait in the buffer before it is written
+CHUNK_RECORDS = 1_000  # records per database transaction
+FLUSH_BUDGET_S = 1.0  # a timer writes chunks this long, then lets checkpoints through
+
+# The writer's counters (web UI, REST, Prometheus under `store_transactions`).
+ROWS_STORED = "rows_stored"
+RECORDS_DIVERTED = "records_diverted"
+RECORDS_SKIPPED = "records_skipped"  # progress tombstones
+WRITE_FAILURES = "write_failures"  # writes the database could not take (it is retried)
+COUNTERS = (ROWS_STORED, RECORDS_DIVERTED, RECORDS_SKIPPED, WRITE_FAILURES)
+
+
+class StoreRecords(KeyedProcessFunction):
+    """Keyed by topic and partition: buffers each record in state, writes the buffer from
+    a timer. Emits nothing."""
+
+    def __init__(self, config: WriterConfig, password: str | None):
+        self.config = config
+        self.password = password  # read where the job was submitted, if set there
+
+    def open(self, runtime_context: RuntimeContext):
+        self.pending = runtime_context.get_map_state(PENDING)
+        self.span_state = runtime_context.get_state(SPAN)
+        self.spans: dict[str, tuple[int, int]] = {}  # a cache of `span` per key
+        self.armed: dict[str, int] = {}  # when each key's timer fires
+        self.failures = 0  # failed writes in a row
+        password = os.environ.get(self.config.database_password_env) or self.password
+        self.database = Database(
+            self.config.database_url, self.config.database_user, password, self.config.group_id
+        )
+        group = runtime_context.get_metrics_group()
+        self.counters = {name: group.counter(name) for name in COUNTERS}
+
+    def close(self):
+        self.database.close()
+
+    def process_element(self, row, ctx: KeyedProcessFunction.Context):
+        # (topic, partition, offset, value): EMITTED_RECORD; keyed by "topic/partition"
+        key = f"{row[0]}/{row[1]}"
+        head, tail = self._span(key)
+        self.pending.put(tail, (row[0], row[1], row[2], row[3]))
+        self._set_span(key, head, tail + 1)
+        if key not in self.armed:
+            self._arm(ctx, key, int(time.time() * 1000) + FLUSH_EVERY_MS)
+        yield from ()
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        key = ctx.get_current_key()
+        if self.armed.get(key) == timestamp:
+            del self.armed[key]
+        self._flush(key, ctx)
+        yield from ()
+
+    def _flush(self, key: str, ctx) -> None:
+        """Writes the key's buffer, chunk by chunk, for at most FLUSH_BUDGET_S; arms the
+        timer again for what is left, or after a backoff if the database is away."""
+        head, tail = self._span(key)
+        budget_ends = time.monotonic() + FLUSH_BUDGET_S
+        while head < tail and time.monotonic() < budget_ends:
+            sequence = range(head, min(tail, head + CHUNK_RECORDS))
+            chunk = [self.pending.get(s) for s in sequence]
+            records = [(Coordinates(t, p, o), None if v is None else bytes(v))
+                       for t, p, o, v in chunk]  # fmt: skip
+            try:
+                written = self.database.write(records)
+            except Exception as error:  # noqa: BLE001 - Unavailable, or anything unforeseen
+                self._failed(key, ctx, error)
+                return
+            for s in sequence:
+                self.pending.remove(s)
+            head = sequence.stop
+            self._set_span(key, head, tail)
+            self._succeeded(written)
+        if head < tail and key not in self.armed:
+            self._arm(ctx, key, int(time.time() * 1000) + 1)
+
+    def _failed(self, key: str, ctx, error: Exception) -> None:
+        self.failures += 1
+        self.counters[WRITE_FAILURES].inc()
+        if self.failures == 1 or not isinstance(error, Unavailable):
+            log.warning("writer: cannot write to PostgreSQL, will retry: %s", error)
+        self.armed.pop(key, None)
+        self._arm(ctx, key, int(time.time() * 1000) + backoff_ms(self.failures))
+
+    def _succeeded(self, written) -> None:
+        if self.failures:
+            log.warning("writer: PostgreSQL takes writes again after %d failures", self.failures)
+        self.failures = 0
+        self.counters[ROWS_STORED].inc(written.rows)
+        self.counters[RECORDS_DIVERTED].inc(written.diverted)
+        self.counters[RECORDS_SKIPPED].inc(written.skipped)
+
+    def _arm(self, ctx, key: str, at: int) -> None:
+        ctx.timer_service().register_processing_time_timer(at)
+        self.armed[key] = at
+
+    def _span(self, key: str) -> tuple[int, int]:
+        if key not in self.spans:
+            stored = self.span_state.value()
+            self.spans[key] = (0, 0) if stored is None else tuple(stored)
+        return self.spans[key]
+
+    def _set_span(self, key: str, head: int, tail: int) -> None:
+        self.spans[key] = (head, tail)
+        self.span_state.update((head, tail))
 
 
 def source_options(config: WriterConfig) -> dict[str, str]:
@@ -35,59 +182,73 @@ def source_options(config: WriterConfig) -> dict[str, str]:
     return with_client_properties(options, config.kafka_client_properties())
 
 
-def sink_options(config: WriterConfig) -> dict[str, str]:
-    separator = "&" if "?" in config.database_url else "?"
-    # stringtype=unspecified lets PostgreSQL cast the JSON strings into JSONB columns.
-    url = f"{config.database_url}{separator}stringtype=unspecified"
-    options = {
-        "connector": "jdbc",
-        "url": url,
-        "table-name": "transaction_records",  # a view: sql/migrations/003
-        "sink.buffer-flush.max-rows": "500",
-        "sink.buffer-flush.interval": "1s",
-        "sink.max-retries": "5",
-    }
-    password = os.environ.get(config.database_password_env)
-    if password:  # the connector takes a user and a password together, or neither
-        options.update(username=config.database_user, password=password)
-    else:
-        options["url"] = f"{url}&user={config.database_user}"
-    return options
-
-
-def statements(config: WriterConfig) -> list[str]:
-    text = render(
-        "writer.sql",
-        source_options=render_options(source_options(config)),
-        sink_options=render_options(sink_options(config)),
+def build(config: WriterConfig, password: str | None) -> StreamExecutionEnvironment:
+    env = StreamExecutionEnvironment.get_execution_environment()
+    if config.parallelism:
+        env.set_parallelism(config.parallelism)
+    t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
+    settings = t_env.get_config()
+    settings.set("pipeline.name", config.job_name)
+    if config.jars:
+        settings.set("pipeline.jars", ";".join(f"file://{j}" for j in config.jars))
+    query, ddl = _statements(config)
+    t_env.execute_sql(ddl)
+    (
+        keyed_rows(t_env, query, EMITTED_RECORD)
+        .process(StoreRecords(config, password))
+        .name("store transactions")
+        .uid("store-transactions")
+        .sink_to(_discarding_sink())
+        .name("no output")
+        .uid("no-output")
     )
+    return env
+
+
+def _statements(config: WriterConfig) -> tuple[str, str]:
+    """(the keyed query, the source's DDL) of sql/writer.sql."""
+    text = render("writer.sql", source_options=render_options(source_options(config)))
     # Statements end with ";" at the end of a line; ";" inside values (topic lists) stays.
-    return [s.strip() for s in re.split(r";\s*$", text, flags=re.MULTILINE) if _has_sql(s)]
+    ddl, query = (s.strip() for s in re.split(r";\s*$", text, flags=re.MULTILINE) if _has_sql(s))
+    return query, ddl
 
 
 def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
 
 
-def run(config: WriterConfig) -> None:
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    settings = t_env.get_config()
-    settings.set("pipeline.name", config.job_name)
-    if config.jars:
-        settings.set("pipeline.jars", ";".join(f"file://{j}" for j in config.jars))
-    if config.parallelism:
-        settings.set("parallelism.default", str(config.parallelism))
-    *tables, insert = statements(config)
-    for ddl in tables:
-        t_env.execute_sql(ddl)
-    t_env.execute_sql(insert)
+def _discarding_sink() -> Sink:
+    """The function emits nothing; a job needs a sink all the same."""
+    sinks = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2
+    return Sink(sinks.DiscardingSink())
 
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv, WriterConfig)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.info("txn-correlator writer configuration: %s", config)
-    run(config)
+    logging.info("txn-correlator writer configuration: %s", config.describe())
+    password = os.environ.get(config.database_password_env)
+    if not config.from_beginning:
+        rewind(config, password)
+    build(config, password).execute(config.job_name)
+
+
+def rewind(config: WriterConfig, password: str | None) -> None:
+    """Before a fresh start: the group's committed offsets back to what PostgreSQL holds.
+
+    The Kafka source commits its offsets at each checkpoint, when a record may still be in
+    the writer's buffer (keyed state) rather than in PostgreSQL. A job restored from a
+    checkpoint or savepoint gets that buffer back and ignores these offsets; a job started
+    afresh would skip the buffered records. So a fresh start begins after the last record
+    each partition has in PostgreSQL (`writer_offsets`), and replays the rest, which the
+    upserts store once.
+    """
+    from job.offsets import rewind_group
+
+    rewound = rewind_group(config, password)
+    for (topic, partition), offset in sorted(rewound.items()):
+        logging.info("writer: %s/%d starts at offset %d, after PostgreSQL's last", topic,
+                     partition, offset)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 
 up             fetch jars, start what is not running of Kafka (KRaft), PostgreSQL, Flink
                (JobManager, missing TaskManager processes) and Prometheus (scraping
-               Flink's reporters for deploy/grafana's dashboard), create topics and table;
-               with --supervise, then stay in the foreground and restart TaskManagers that
-               crash, as Kubernetes would (Ctrl-C ends it; the cluster keeps running)
+               Flink's reporters for deploy/grafana's dashboard), create topics and table,
+               and the supervisor: a background process that replaces any TaskManager that
+               dies, as Kubernetes would (--no-supervise: none; `down` stops it)
 demo           up, submit both jobs, send transactions, print what comes out and is stored
 submit         submit the correlator
 submit-writer  submit the writer; arguments after `--` go to it (`job/writer.py -h`)
-down           stop Prometheus, Flink, PostgreSQL and Kafka (data stays in .run/ until you
-               delete it)
-status         job state, checkpoints, input rate, counters, consumer lag, the types
-               missing and late most, the oldest open transaction [--json]
+down           stop the supervisor, Prometheus, Flink, PostgreSQL and Kafka (data stays in
+               .run/ until you delete it)
+status         health of both jobs (state, restarts, last exception, checkpoints), the
+               TaskManagers, how far the writer is behind the output topics, what it
+               diverted, the correlator's input rate, counters, consumer lag, the types
+               missing and late most, the oldest open transaction [--json]; exits 1 when
+               anything is unhealthy (the problems are listed first)
+supervise      the supervisor in the foreground (what `up` starts in the background)
 jars           fetch the jars from Maven Central only
 
 With --hosts, `up`, `down`, `submit` and `status` act on a cluster across five hosts of
@@ -38,7 +42,7 @@ import sys
 from job.config import JobConfig, WriterConfig, build_parser, parse_args
 from stack import demo, jars, netns, status
 from stack.flink import FlinkCluster
-from stack.hosts import ROLES, HostsCluster
+from stack.hosts import ROLES, TASKMANAGERS, HostsCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.postgres import PostgresServer
 from stack.prometheus import PrometheusServer
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", choices=["up", "demo", "submit", "submit-writer", "down", "status", "jars"]
+        "command",
+        choices=["up", "demo", "submit", "submit-writer", "down", "status", "supervise", "jars"],
     )
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=3, help="partitions per input topic")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     parser.add_argument(
-        "--supervise", action="store_true", help="up: then restart crashed TaskManagers"
+        "--no-supervise", action="store_true", help="up: no supervisor for the TaskManagers"
     )
     parser.add_argument(
         "--hosts", action="store_true", help="up, down, submit, status: the cluster of hosts"
@@ -90,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     database = PostgresServer(port=args.postgres_port)
     prometheus = PrometheusServer(port=args.prometheus_port)
+    if args.command == "supervise":
+        print(f"supervising {cluster.taskmanagers} TaskManager(s) of {cluster.url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            cluster.supervise()
+        return
     if args.command == "submit-writer":
-        config = parse_args(["--database-url", database.jdbc_url, *args.job_args], WriterConfig)
+        config = parse_args(["--database-url", database.url, *args.job_args], WriterConfig)
         print(f"submitted job {submit_writer(cluster, config)}; web UI on {cluster.url}")
         return
     # One parsed configuration of the correlator for every other command.
@@ -100,12 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         jars.fetch_all()
     elif args.command in ("up", "demo"):
         up(broker, cluster, database, prometheus, job, args.partitions)
+        if not args.no_supervise and cluster.start_supervisor():
+            print(f"supervisor started (log: {cluster.supervisor_log})")
         if args.command == "demo":
             demo.run(broker, cluster, database)
-        elif args.supervise:
-            print(f"supervising {cluster.taskmanagers} TaskManager(s); Ctrl-C ends", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                cluster.supervise()
     elif args.command == "submit":
         print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
     elif args.command == "down":
@@ -113,14 +121,16 @@ def main(argv: list[str] | None = None) -> None:
         cluster.stop()
         database.stop()
         broker.stop()
-        print("stopped Prometheus, Flink, PostgreSQL and Kafka")
+        print("stopped the supervisor, Prometheus, Flink, PostgreSQL and Kafka")
     else:
-        report = status.collect(cluster, job)
+        writer = WriterConfig.for_job(job, database_url=database.url)
+        report = status.collect(status.Product(cluster, job, writer, cluster.taskmanagers))
         report["kafka"] = broker.bootstrap if broker.running() else None
         report["postgres"] = database.url if database.running() else None
         if report.get("counters") is not None:
             report["open"] = report["postgres"] and status.open_transactions(database.url)
         print(json.dumps(report, indent=2) if args.json else status.render(report))
+        sys.exit(0 if report["healthy"] else 1)
 
 
 def hosts(args) -> None:
@@ -146,10 +156,12 @@ def hosts(args) -> None:
     elif args.command == "submit":
         print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
     else:
-        report = status.collect(cluster, job)
+        # The hosts run the correlator only (no PostgreSQL, no writer).
+        report = status.collect(status.Product(cluster, job, None, len(TASKMANAGERS)))
         report["leader"] = cluster.leader()
         text = status.render(report) + f"\nleading JobManager: {report['leader']}"
         print(json.dumps(report, indent=2) if args.json else text)
+        sys.exit(0 if report["healthy"] else 1)
 
 
 def up(

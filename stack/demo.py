@@ -61,7 +61,7 @@ def run(
         late_policy="amend",
         progress_interval_s=DEMO_PROGRESS_S,
     )
-    writer = WriterConfig(bootstrap_servers=broker.bootstrap, database_url=database.jdbc_url)
+    writer = WriterConfig.for_job(config, database_url=database.url)
     reference = read_reference(REFERENCE_FILE)
     publish(broker.bootstrap, reference, config.reference_topic)
     print(f"loaded reference data for {len(reference)} types from {REFERENCE_FILE.name}")

@@ -10,6 +10,7 @@ cluster and a test cluster (ports, the folders for checkpoints, logs and pids) i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import signal
@@ -114,21 +115,79 @@ class FlinkCluster:
 
     def replace_dead_taskmanagers(self) -> int:
         """Starts TaskManagers until `taskmanagers` processes run; returns how many it started."""
-        alive = len(self.running_taskmanagers())
-        if alive == 0:
-            self.fingerprint_file.write_text("")  # fresh interpreters: no job code yet
-        self.add_taskmanagers(self.taskmanagers - alive)
+        with self._taskmanagers_lock():
+            alive = len(self.running_taskmanagers())
+            if alive == 0:
+                self.fingerprint_file.write_text("")  # fresh interpreters: no job code yet
+            self.add_taskmanagers(self.taskmanagers - alive)
         return max(self.taskmanagers - alive, 0)
+
+    @contextlib.contextmanager
+    def _taskmanagers_lock(self):
+        """One changer of the TaskManager processes at a time: the supervisor must not
+        start replacements while `restart_taskmanagers` stops and starts them on purpose."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "taskmanagers.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def supervise(self, interval_s: float = 2.0, stop=None) -> None:
         """Restarts crashed TaskManagers as they die, as Kubernetes would restart a pod, until
-        `stop()` is true (forever by default; Ctrl-C ends it)."""
+        `stop()` is true (forever by default; SIGTERM or Ctrl-C ends it)."""
         while stop is None or not stop():
             started = self.replace_dead_taskmanagers()
             if started:
                 stamp = time.strftime("%H:%M:%S")
                 print(f"{stamp} restarted {started} crashed TaskManager(s)", flush=True)
             time.sleep(interval_s)
+
+    # --- the supervisor: `supervise` in a process of its own --------------------------------
+
+    @property
+    def supervisor_pid_file(self) -> Path:
+        return self.home / "supervisor.pid"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.home / "log" / "supervisor.log"
+
+    def supervisor_pid(self) -> int | None:
+        """The running supervisor's pid, or None."""
+        try:
+            pid = int(self.supervisor_pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if "stack" in (_cmdline(pid) or "") and _alive(pid) else None
+
+    def start_supervisor(self) -> bool:
+        """Starts `python -m stack supervise` for this cluster in the background, unless one
+        runs; returns whether it started one. It outlives the command that started it, as the
+        cluster does; `stop` ends it first."""
+        if self.supervisor_pid() is not None:
+            return False
+        self.supervisor_log.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(PYTHON), "-m", "stack", "supervise", "--rest-port", str(self.rest_port),
+            "--rpc-port", str(self.rpc_port), "--taskmanagers", str(self.taskmanagers),
+        ]  # fmt: skip
+        with open(self.supervisor_log, "ab") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.supervisor_pid_file.write_text(str(process.pid))
+        return True
+
+    def stop_supervisor(self, timeout: float = 30) -> None:
+        pid = self.supervisor_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+                time.sleep(0.1)
+        self.supervisor_pid_file.unlink(missing_ok=True)
 
     def add_taskmanagers(self, count: int, timeout: float = 60) -> None:
         """Starts `count` TaskManagers and returns once each is its JVM (or has died).
@@ -163,6 +222,8 @@ class FlinkCluster:
             time.sleep(1)
 
     def stop(self) -> None:
+        """The supervisor first (else it would replace the TaskManagers as they stop)."""
+        self.stop_supervisor()
         for script in ("taskmanager.sh", "jobmanager.sh"):
             self._script(script, "stop-all")
 
@@ -203,9 +264,10 @@ class FlinkCluster:
     def restart_taskmanagers(self) -> None:
         """Fresh TaskManager processes (fresh interpreters, memory back to a baseline)."""
         count = max(self._registered(), self.taskmanagers)
-        self._script("taskmanager.sh", "stop-all")
-        self.wait_for_taskmanagers(0, timeout=60, at_most=True)
-        self.add_taskmanagers(count)
+        with self._taskmanagers_lock():
+            self._script("taskmanager.sh", "stop-all")
+            self.wait_for_taskmanagers(0, timeout=60, at_most=True)
+            self.add_taskmanagers(count)
         self.wait_for_taskmanagers(count, timeout=120)
         self.fingerprint_file.write_text("")
 
@@ -229,14 +291,16 @@ def link_lib(lib: Path) -> None:
     3 submissions each: 8.2-8.8 s with the loader, 6.7-7.2 s with the planner in lib/.
     """
     lib.mkdir(parents=True, exist_ok=True)
-    for stale in lib.glob(PLANNER_LOADER):  # linked by an earlier version of this function
-        stale.unlink()
     jar_paths = [
         *(j for j in (FLINK_HOME / "lib").glob("*.jar") if not j.match(PLANNER_LOADER)),
         *(FLINK_HOME / "opt").glob("flink-python-*.jar"),
-        *jars.connector_jars("jdbc"),
+        *jars.connector_jars(),
         *jars.fetch("planner").glob("*.jar"),
     ]
+    wanted = {jar.name for jar in jar_paths}
+    for link in lib.glob("*.jar"):  # linked by an earlier version (the JDBC connector's)
+        if link.is_symlink() and link.name not in wanted:
+            link.unlink()
     for jar in jar_paths:
         link = lib / jar.name
         if not link.exists():

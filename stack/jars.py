@@ -36,16 +36,6 @@ BUNDLES: dict[str, tuple[list[str], bool]] = {
     # The table planner itself, linked into lib/ instead of the distribution's planner loader
     # (why: stack.flink.link_lib).
     "planner": ([f"org.apache.flink:flink-table-planner_2.12:{FLINK_VERSION}"], False),
-    # The writer job: Flink's JDBC connector (4.0.0-2.0 is the newest, built for Flink 2.0,
-    # tested here with 2.2.1) and the PostgreSQL driver.
-    "jdbc": (
-        [
-            "org.apache.flink:flink-connector-jdbc-core:4.0.0-2.0",
-            "org.apache.flink:flink-connector-jdbc-postgres:4.0.0-2.0",
-            "org.postgresql:postgresql:42.7.8",
-        ],
-        False,
-    ),
     # Several hosts (stack/hosts.py): ZooKeeper for the JobManagers' leader election, with
     # what its pom leaves to the release tarball (metrics, snappy, a log binding, the CLI's
     # commons-cli; the versions ZooKeeper's parent pom pins) ...

@@ -53,10 +53,6 @@ class PostgresServer:
         """libpq URL of the product's database (psycopg, psql)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{DATABASE}"
 
-    @property
-    def jdbc_url(self) -> str:
-        return f"jdbc:postgresql://127.0.0.1:{self.port}/{DATABASE}"
-
     def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         return subprocess.run([*prefix, *command], check=True, **kwargs)

@@ -51,8 +51,8 @@ def submit(
     """Submits a Python script (relative to the repository) with `flink run -py` and
     returns its job id.
 
-    A job whose operators run Python (the correlator) needs TaskManagers that have not
-    imported an older version of its code; a pure SQL job (the writer) does not. `options`
+    A job whose operators run Python (both jobs of the product) needs TaskManagers that have
+    not imported an older version of its code. `options`
     are Flink settings for this job only (`-D`), e.g. the execution mode.
     """
     if python_per_record:
@@ -84,4 +84,4 @@ def submit_correlator(
 
 
 def submit_writer(cluster: FlinkCluster, config: WriterConfig) -> str:
-    return submit(cluster, config.to_args(), script="job/writer.py", python_per_record=False)
+    return submit(cluster, config.to_args(), script="job/writer.py")

@@ -5,6 +5,10 @@ latest [--status S] [-n]  the latest N transactions, newest first
 counts [--since] [--until]  stored transactions per status over a time range (ISO 8601)
 open [--older-than 60s]   open transactions older than that, oldest first, with what each
                           lacks, and the types missing most among them (--json: rows)
+diverted [--reason R] [-n]  records the writer diverted instead of storing, newest first:
+                          where each was read (topic, partition, offset), why, its size
+diverted-value TOPIC PARTITION OFFSET
+                          one diverted record's bytes, as read, to standard output
 migrate                   apply the schema in sql/migrations/
 
 Open transactions are stored when the correlator runs with --progress-interval-s.
@@ -42,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     stuck.add_argument("--older-than", type=duration_ms, default="60s", help="e.g. 90s, 5m, 1h")
     stuck.add_argument("-n", "--limit", type=int, default=20)
     stuck.add_argument("--json", action="store_true", help="the rows as JSON, one per line")
+    diverted = commands.add_parser("diverted")
+    diverted.add_argument("--reason", help="e.g. refused, not_json, not_an_output")
+    diverted.add_argument("-n", "--limit", type=int, default=20)
+    diverted.add_argument("--json", action="store_true", help="the rows as JSON, one per line")
+    value = commands.add_parser("diverted-value")
+    value.add_argument("topic")
+    value.add_argument("partition", type=int)
+    value.add_argument("offset", type=int)
     commands.add_parser("migrate")
     args = parser.parse_args(argv)
 
@@ -54,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "open":
             rows = db.open_transactions(args.database_url, args.older_than, args.limit)
             print("\n".join(db.to_json(r) for r in rows) if args.json else render_open(rows))
+        elif args.command == "diverted":
+            rows = db.diverted(args.database_url, args.reason, args.limit)
+            print("\n".join(db.to_json(r) for r in rows) if args.json else render_diverted(rows))
+        elif args.command == "diverted-value":
+            raw = db.diverted_value(args.database_url, args.topic, args.partition, args.offset)
+            sys.stdout.buffer.write(raw or b"")
         elif args.command == "counts":
             print(json.dumps(db.counts(args.database_url, args.since, args.until)))
         else:
@@ -86,6 +104,17 @@ def render_open(rows: list[dict], now_ms: int | None = None) -> str:
     ranking = ", ".join(f"{t} ({n} of {len(rows)})" for t, n in db.missing_ranking(rows))
     lines.append(f"missing most: {ranking}")
     return "\n".join(lines)
+
+
+def render_diverted(rows: list[dict]) -> str:
+    """One line per diverted record: where it is, why, how big."""
+    if not rows:
+        return "nothing diverted"
+    return "\n".join(
+        f"{r['topic']}/{r['partition']}/{r['offset']}  {r['reason']}  {r['bytes'] or 0:,} bytes"
+        f"  {r['diverted_at']:%Y-%m-%d %H:%M:%S}  {r['detail'] or ''}"
+        for r in rows
+    )
 
 
 if __name__ == "__main__":

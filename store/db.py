@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -30,7 +31,18 @@ def connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, row_factory=dict_row, connect_timeout=5)
     except psycopg.OperationalError as error:
-        raise DatabaseUnavailable(f"cannot reach the database at {url}: {error}".strip()) from None
+        raise DatabaseUnavailable(
+            f"cannot reach the database at {redacted(url)}: {error}".strip()
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """A connection URL with its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def migrate(url: str) -> list[str]:
@@ -94,6 +106,49 @@ def open_transactions(url: str, older_than_ms: int, limit: int) -> list[dict]:
             " ORDER BY first_event_ms LIMIT %s",
             (older_than_ms, limit),
         ).fetchall()
+
+
+def diverted(url: str, reason: str | None, limit: int) -> list[dict]:
+    """Records the writer diverted instead of storing (newest first), with their reason."""
+    query = (
+        'SELECT topic, "partition", "offset", reason, detail, octet_length(value) AS bytes,'
+        " diverted_at FROM diverted_records"
+    )
+    params: list = []
+    if reason:
+        query += " WHERE reason = %s"
+        params.append(reason)
+    query += ' ORDER BY diverted_at DESC, topic, "partition", "offset" LIMIT %s'
+    params.append(limit)
+    with connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def diverted_value(url: str, topic: str, partition: int, offset: int) -> bytes | None:
+    """The bytes of one diverted record, as the writer read them."""
+    with connect(url) as conn:
+        row = conn.execute(
+            'SELECT value FROM diverted_records WHERE topic = %s AND "partition" = %s'
+            ' AND "offset" = %s',
+            (topic, partition, offset),
+        ).fetchone()
+    if row is None:
+        raise UnknownTransaction(f"no diverted record at {topic}/{partition}/{offset}")
+    return row["value"]
+
+
+def diverted_count(url: str) -> int:
+    with connect(url) as conn:
+        return conn.execute("SELECT count(*) AS n FROM diverted_records").fetchone()["n"]
+
+
+def last_stored(url: str, group: str) -> datetime | None:
+    """When the writer of consumer group `group` last stored a chunk."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "SELECT max(stored_at) AS at FROM writer_offsets WHERE group_id = %s", (group,)
+        ).fetchone()
+    return row["at"]
 
 
 def missing_ranking(rows: list[dict]) -> list[tuple[str, int]]:

@@ -27,6 +27,22 @@ POSTGRES_PORT = 15432
 PROMETHEUS_PORT = 19090
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long", action="store_true", help="also run the long scenarios (marked long)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long scenarios (a 10-minute outage, ...) run only with --long (docs/development.md)."""
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="a long scenario: run with --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_on_the_demo_ports():
     """The session starts its services on test ports and stops them: a server of this
@@ -82,6 +98,16 @@ def flink(kafka) -> FlinkCluster:
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_supervisor_left(request):
+    """`stack up`, the runbook's command, starts a supervisor for the cluster it is pointed
+    at. A test that ran it leaves none behind: the next test may kill TaskManagers on
+    purpose and count who starts them again."""
+    yield
+    if "flink" in request.fixturenames:
+        request.getfixturevalue("flink").stop_supervisor()
 
 
 @dataclass

@@ -135,6 +135,12 @@ class RuntimeContext:
     def get_metrics_group(self) -> MetricGroup:
         return MetricGroup(self.driver)
 
+    def get_index_of_this_subtask(self) -> int:
+        return self.driver.subtask
+
+    def get_number_of_parallel_subtasks(self) -> int:
+        return self.driver.parallelism
+
 
 class TimerService:
     def __init__(self, driver: Driver):
@@ -178,7 +184,14 @@ class Context:
 
 
 class BroadcastState(dict):
+    """One instance's copy of the broadcast state; writes are counted like state calls."""
+
+    def __init__(self, driver: Driver):
+        super().__init__()
+        self.driver = driver
+
     def put(self, key, value) -> None:
+        self.driver.calls["broadcast.put"] += 1
         self[key] = value
 
     def remove(self, key) -> None:
@@ -198,7 +211,8 @@ class Driver:
         self.calls: Counter[str] = Counter()
         self.counters: dict[str, FakeCounter] = {}
         self.distributions: dict[str, FakeDistribution] = {}
-        self.broadcast = BroadcastState()
+        self.broadcast = BroadcastState(self)
+        self.subtask, self.parallelism = 0, 1
         self.outputs: list[tuple[str, str | None, str]] = []
         self.offsets: Counter[str] = Counter()
         self.function = Correlate(self.config, clock=lambda: self.now)
@@ -221,9 +235,12 @@ class Driver:
             self.function.process_broadcast_element((json.dumps(key), raw), Context(self))
         )
 
-    def restart(self) -> None:
+    def restart(self, parallelism: int | None = None) -> None:
         """The job restarts from a checkpoint: a new function instance over the same state
-        (keyed and broadcast), timers and clock, as Flink restores them."""
+        (keyed and broadcast), timers and clock, as Flink restores them, and new counters
+        (Flink's metrics start again at zero). `parallelism`: restored at another one."""
+        self.parallelism = parallelism or self.parallelism
+        self.counters = {}
         self.function = Correlate(self.config, clock=lambda: self.now)
         self.function.open(RuntimeContext(self))
 

@@ -223,3 +223,100 @@ def test_every_record_is_accounted_for_once(steps):
     assert driver.state.get(CLOSED.name, {}) == {}
     assert driver.counter("transactions_in_flight") == 0
     assert driver.counter("closed_markers") == 0
+
+
+# --- what a transaction's close must survive, and counts that survive a restore ---------
+
+
+class _Failing:
+    """Wraps a driver part so that one of its methods raises."""
+
+    def __init__(self, inner, name: str):
+        self.inner, self.name = inner, name
+
+    def __getattr__(self, attr):
+        if attr == self.name:
+            raise RuntimeError(f"{attr} failed")
+        return getattr(self.inner, attr)
+
+
+def test_an_aggregate_goes_out_when_its_timers_cannot_be_deleted(monkeypatch):
+    driver = Driver()
+    send_all(driver, TYPES[:-1])
+    import tests.driver as driver_module
+
+    real = driver_module.TimerService
+    monkeypatch.setattr(
+        driver_module, "TimerService", lambda d: _Failing(real(d), "delete_event_time_timer")
+    )
+    (out,) = driver.send(TYPES[-1], value(TYPES[-1]))
+    assert json.loads(out[2])["status"] == "complete"
+    monkeypatch.setattr(driver_module, "TimerService", real)
+    driver.advance(1_000)  # the metrics flush
+    assert driver.counter("internal_errors") == 1
+    # The stale timers find the transaction closed: nothing more comes out of it.
+    assert driver.advance(TIMEOUT + GRACE + 1, watermark=START_MS + TIMEOUT + 1) == []
+
+
+def test_an_expired_partial_goes_out_when_its_metrics_fail():
+    driver = Driver()
+    driver.send("TypeA", value("TypeA"))
+    driver.function.expired_parts = _Failing(driver.function.expired_parts, "update")
+    (out,) = driver.advance(watermark=START_MS + TIMEOUT)
+    assert json.loads(out[2])["status"] == "expired"
+
+
+def held_in_state(driver: Driver) -> tuple[int, int]:
+    """(open transactions, closed markers) as keyed state holds them."""
+    return len(driver.state.get(DEADLINES.name, {})), len(driver.state.get(CLOSED.name, {}))
+
+
+def gauges(driver: Driver) -> tuple[int, int]:
+    driver.function.tally.flush(driver.now)  # what a timer or the next second would do
+    return driver.counter("transactions_in_flight"), driver.counter("closed_markers")
+
+
+def test_the_gauges_equal_what_state_holds_after_a_restore():
+    driver = Driver()
+    for n in range(7):
+        send_all(driver, TYPES, transaction=f"done-{n}")
+    for n in range(4):
+        send_all(driver, TYPES[:2], transaction=f"open-{n}")
+    assert held_in_state(driver) == gauges(driver) == (4, 7)
+    driver.restart()
+    driver.send("TypeA", b"not json")  # the restored instance's first record
+    assert gauges(driver) == held_in_state(driver) == (4, 7)
+    for n in range(2):
+        send_all(driver, TYPES[2:], transaction=f"open-{n}")  # two of them close now
+    assert gauges(driver) == held_in_state(driver) == (2, 9)
+    driver.advance(RETENTION)  # the markers' retention ends, the open ones expire
+    assert gauges(driver) == held_in_state(driver) == (0, 2)
+
+
+def test_after_a_rescale_the_gauges_start_from_zero_and_never_go_below():
+    driver = Driver()
+    for n in range(3):
+        send_all(driver, TYPES[:2], transaction=f"open-{n}")
+    driver.restart(parallelism=2)  # another instance's copy: its counts are not ours
+    driver.advance(watermark=START_MS + TIMEOUT)
+    assert gauges(driver) == (0, 3)
+
+
+def test_a_reference_record_cannot_overwrite_the_jobs_own_keys():
+    driver = Driver()
+    driver.send("TypeA", value("TypeA"))
+    saved = dict(driver.broadcast)
+    driver.reference("@held", {"open": 99})
+    assert dict(driver.broadcast) == saved
+    driver.advance(1_000)
+    assert driver.counter("reference_errors") == 1
+
+
+def test_counting_what_an_instance_holds_costs_one_write_when_it_changes():
+    driver = Driver()
+    driver.send("TypeA", value("TypeA"))  # opens: one write
+    assert driver.calls["broadcast.put"] == 1
+    driver.send("TypeB", value("TypeB"))  # held, nothing changes: none
+    assert driver.calls["broadcast.put"] == 1
+    send_all(driver, TYPES[2:])  # closes: one write
+    assert driver.calls["broadcast.put"] == 2

@@ -18,6 +18,7 @@ import yaml
 
 from job.config import JobConfig
 from job.metrics import counter_names, counter_path
+from job.writer import COUNTERS as WRITER_COUNTERS
 from stack.prometheus import FLINK_REPORTER_PORTS, SCRAPE_CONFIG, scrape_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,8 @@ OPERATOR = "flink_taskmanager_job_task_operator_"
 FLINK_METRICS = {
     "flink_jobmanager_job_lastCheckpointDuration",
     "flink_jobmanager_job_lastCheckpointSize",
+    "flink_jobmanager_job_numRestarts",
+    "flink_jobmanager_numRegisteredTaskManagers",
     "flink_taskmanager_job_task_operator_pendingRecords",
 }
 
@@ -54,7 +57,9 @@ def prometheus_name(counter: str, types: tuple[str, ...]) -> str:
 
 
 def exported_names(types: tuple[str, ...] = JobConfig().types) -> set[str]:
-    return {prometheus_name(c, types) for c in counter_names(types)} | FLINK_METRICS
+    """The correlator's and the writer's counters, and the Flink metrics above."""
+    correlator = {prometheus_name(c, types) for c in counter_names(types)}
+    return correlator | {OPERATOR + c for c in WRITER_COUNTERS} | FLINK_METRICS
 
 
 def test_every_panel_is_complete_and_uses_the_provisioned_data_source():
@@ -72,11 +77,13 @@ def test_every_panel_is_complete_and_uses_the_provisioned_data_source():
 
 def test_the_dashboard_shows_what_the_issue_asks_for():
     """Throughput per type, outcomes, in flight, the missing-type ranking, completion-time
-    percentiles, checkpoint duration and consumer lag."""
+    percentiles, checkpoint duration, consumer lag, and health: TaskManagers, restarts and
+    the writer (issue 34)."""
     text = " ".join(queries())
     for name in ("type_records_in", "aggregated", "expired", "transactions_in_flight",
                  "type_missing", "le_completion_ms_bucket", "lastCheckpointDuration",
-                 "pendingRecords"):  # fmt: skip
+                 "pendingRecords", "numRegisteredTaskManagers", "numRestarts", "rows_stored",
+                 "write_failures", "records_diverted"):  # fmt: skip
         assert name in text, name
     assert "histogram_quantile(0.99" in text
 

@@ -657,29 +657,13 @@ def test_compose_runs_postgres_the_migrations_and_the_writer() -> None:
     assert args[:2] == ["-py", f"{image_app_dir()}/job/writer.py"]
     config = parse_args(args[2:], WriterConfig)
     assert config.bootstrap_servers == internal_bootstrap()
-    assert config.database_url == f"jdbc:postgresql://postgres:5432/{DATABASE}"
+    assert config.database_url == f"postgresql://postgres:5432/{DATABASE}"
     assert (config.aggregated_topic, config.expired_topic) == (
         DEFAULT.aggregated_topic,
         DEFAULT.expired_topic,
     )
     assert interpolate(writer["environment"][config.database_password_env]) == password
     assert f"grep -q ' : {config.job_name} ('" in writer["command"][2]
-
-
-def test_dockerfile_puts_the_jdbc_connector_and_driver_in_lib_with_checksums() -> None:
-    """The writer's jars, pinned as stack/jars.py pins them, each checked against the jar
-    bin/setup fetched from Maven Central."""
-    args = dockerfile().args
-    artifacts, _ = jars.BUNDLES["jdbc"]
-    pinned = [args[name] for name in ("JDBC_CORE", "JDBC_POSTGRES", "POSTGRES_DRIVER")]
-    assert pinned == artifacts
-    for name, coordinates in zip(("JDBC_CORE", "JDBC_POSTGRES", "POSTGRES_DRIVER"), artifacts,
-                                 strict=True):  # fmt: skip
-        _, artifact, version = coordinates.split(":")
-        jar = jars.fetch("jdbc") / f"{artifact}-{version}.jar"
-        assert args[f"{name}_SHA256"] == hashlib.sha256(jar.read_bytes()).hexdigest(), name
-    copies = [a.split() for a, _ in dockerfile().all("COPY") if a.startswith("--from=jars")]
-    assert ["--from=jars", "/jdbc/", f"{image_flink_lib()}/"] in copies
 
 
 def test_compose_file_matches_the_compose_specification_schema() -> None:
@@ -815,7 +799,7 @@ def test_writer_deployment_runs_the_writer_on_the_correlators_image_and_kafka() 
     config = parse_args(args[2:], WriterConfig)
     correlator_args = [str(a) for a in correlator["spec"]["job"]["args"]]
     assert config.bootstrap_servers == parse_job_args(correlator_args[2:]).bootstrap_servers
-    assert config.database_url.startswith("jdbc:postgresql://")
+    assert config.database_url.startswith("postgresql://")
     assert config.database_url.endswith(f"/{DATABASE}")
     (container,) = spec["podTemplate"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}

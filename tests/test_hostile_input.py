@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from generator.hostile import hostile_values
 from generator.outputs import OutputRecord, read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
@@ -24,42 +25,6 @@ from stack.submit import submit_correlator
 from tests.kit import strict_json
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
-
-
-def hostile_values(rng: random.Random) -> list[bytes | None]:
-    """One of each kind, then random bytes: about 300 records."""
-    deep = b"[" * 1200 + b"]" * 1200
-    kinds: list[bytes | None] = [
-        b'{"transaction": "sur-\\ud800-a", "log": "x"}',  # a lone surrogate in the id
-        b'{"transaction": "sur-b", "log": "\\udc00"}',  # ... in another field
-        b'{"transaction": "sur-c", "\\udbff": "in a key"}',
-        b'{"transaction": "nan", "log": NaN}',
-        b'{"transaction": "inf", "n": Infinity, "m": -Infinity}',
-        b'{"transaction": "huge-float", "n": 1e999}',
-        b'{"transaction": "huge-int", "n": ' + b"7" * 5000 + b"}",
-        b'{"transaction": "deep", "n": ' + deep + b"}",  # RecursionError in json.loads
-        deep,
-        b"\xef\xbb\xbf" + b'{"transaction": "bom"}',
-        b'{"transaction": "bad-utf8-\xc3\x28"}',
-        b'{"transaction": "cesu-\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 bytes
-        b"",
-        None,  # a tombstone
-        b"null",
-        b'{"transaction": null}',
-        b'{"transaction": ["a"]}',
-        b'{"transaction": "ts-text", "ts": "not a number"}',  # non-numeric --timestamp-field
-        b'{"transaction": "ts-huge", "ts": 9223372036854775807}',
-        b'{"transaction": "ts-neg", "ts": -9223372036854775808}',
-        b'{"transaction": "ts-float", "ts": 1.5e300}',
-        b'{"transaction": "ts-deep", "ts": ' + deep + b"}",
-        b'{"transaction": "' + b"L" * 100_000 + b'"}',  # a 100 KB id (valid: it expires)
-        b'{"transaction": "dup-1", "transaction": "dup-2"}',  # duplicate keys (valid)
-        b'{"transaction": "pair-\\ud83d\\ude00", "log": "\\u0000\\u001f"}',  # valid
-        b'{"transaction": "ctrl-\x01"}',  # a raw control character: not JSON
-        b'{"transaction": "x", "log": "' + b"p" * 300_000 + b'"}',  # over --max-record-bytes
-    ]
-    randoms = [rng.randbytes(rng.randint(1, 400)) for _ in range(300 - len(kinds))]
-    return kinds + randoms
 
 
 def reference_hostile() -> list[tuple[bytes | None, bytes | None]]:
@@ -85,9 +50,9 @@ def _strict_outputs(records: list[OutputRecord]) -> list[OutputRecord]:
 
 def test_no_record_restarts_the_job(flink, topics):
     # The hook raises, returns NaN or mutates its input, depending on the transaction.
-    config = topics.live(
-        timestamp_field="ts", max_record_bytes=200_000, enrich_hook="generator.hooks:faulty"
-    )
+    # The job's default limits (--max-record-bytes, --max-output-bytes): the largest
+    # records are just under and over them.
+    config = topics.live(timestamp_field="ts", enrich_hook="generator.hooks:faulty")
     rng = random.Random(13)
     plans = load_plans(300, config.types, 0.1, 0.5, rng)
     hostile = hostile_values(rng)

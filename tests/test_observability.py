@@ -17,7 +17,8 @@ from generator.producer import TransactionProducer
 from generator.transactions import Transaction, plan, record_value
 from job.metrics import COMPLETION, INF, arrival_offset, late_age
 from stack import status
-from stack.submit import submit_correlator
+from stack.submit import submit_correlator, submit_writer
+from tests.kit import wait_until_written, writer_for
 from tests.test_dashboard import metric_names, queries
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -48,7 +49,7 @@ def _prometheus_value(text: str, name: str, job_id: str, **labels: str) -> float
     return None
 
 
-def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
+def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus, postgres):
     config = topics.live()
     types = list(config.types)
     rng = random.Random(8)
@@ -58,8 +59,11 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
         for i in range(3)
     ]
     job_id = submit_correlator(flink, config)
+    writer = writer_for(config, postgres)
+    writer_id = submit_writer(flink, writer)
     try:
         flink.api.wait_until_running(job_id)
+        flink.api.wait_until_running(writer_id)
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(complete + partial)
             producer.send_record("TypeA", record_value(partial[0].id, "TypeA"))  # a retry
@@ -88,7 +92,7 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
         }
         deadline = time.monotonic() + 60
         while True:  # the REST API refreshes metrics every 10 s
-            report = status.collect(flink, config)
+            report = status.collect(status.Product(flink, config, writer, flink.taskmanagers))
             lag = report["consumer_lag"]
             if (report["counters"] == expected and set(lag.values()) == {0}) or (
                 time.monotonic() > deadline
@@ -97,6 +101,12 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
             time.sleep(2)
         assert report["job"]["state"] == "RUNNING"
         assert report["counters"] == expected
+        wait_until_written(flink, writer_id, 13)
+        stored = flink.api.operator_metrics(writer_id, "store transactions", "store_transactions.")
+        assert (stored["rows_stored"], stored["records_diverted"]) == (13, 0)
+        report = status.collect(status.Product(flink, config, writer, flink.taskmanagers))
+        assert report["healthy"], report["problems"]
+        assert report["writer"]["behind"] == 0 and report["jobs"]["writer"]["restarts"] == 0
         assert lag == {t: 0 for t in config.input_topics}
         assert report["missing"] == {"TypeC": 3, "TypeD": 3, "TypeE": 3}
         assert report["late"] == {"TypeA": 1}
@@ -142,6 +152,7 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus):
         _dashboard_queries_run(prometheus, job_id)
     finally:
         flink.api.cancel(job_id)
+        flink.api.cancel(writer_id)
 
 
 def _dashboard_queries_run(prometheus, job_id: str, timeout: float = 60) -> None:

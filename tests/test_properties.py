@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from job import aggregate, records
 from job.aggregate import Outcome, Verdict
 from job.config import JobConfig
-from job.records import DeadLetter, Event, Source, parse
+from job.records import BAD_TRANSACTION, DeadLetter, Event, Source, id_problem, parse
 from job.rules import default_rules
 from tests.kit import DictState
 
@@ -41,10 +41,16 @@ json_values = st.recursive(
 
 
 @given(st.dictionaries(st.text(max_size=8), json_values, max_size=4), st.text(min_size=1))
-def test_parser_accepts_any_object_with_a_string_transaction(extra, transaction):
+def test_parser_accepts_any_object_with_a_storable_string_transaction(extra, transaction):
+    """Any id the table can key (no U+0000, at most MAX_ID_BYTES of UTF-8) is an event; any
+    other is a dead letter bad_transaction, with its bytes."""
     value = {**extra, "transaction": transaction}
     raw = json.dumps(value).encode()
     event = parse(raw, Source("Events-TypeA", 0, 0, 0), CONFIG.type_of, 10_000)
+    if id_problem(transaction) is not None:
+        assert isinstance(event, DeadLetter) and event.reason == BAD_TRANSACTION
+        assert event.raw == raw
+        return
     assert isinstance(event, Event)
     assert event.transaction == transaction
     assert json.loads(event.value) == value

@@ -65,7 +65,7 @@ def test_hostile_values_are_dead_letters_with_their_bytes(raw, reason):
         b'{"transaction": "pair-\\ud83d\\ude00", "log": "\\u00e9"}',  # a valid surrogate pair
         b'{"transaction": "t", "n": 1e308, "m": ' + b"9" * 4000 + b"}",  # big, but in range
         b'{"transaction": "first", "transaction": "dup-key"}',  # the last duplicate key wins
-        b'{"transaction": "' + b"x" * 100_000 + b'"}',  # a 100 KB id
+        b'{"transaction": "' + b"x" * records.MAX_ID_BYTES + b'"}',  # the longest id
     ],
 )
 def test_strict_but_unusual_values_are_events(raw):

@@ -1,0 +1,159 @@
+"""Dependencies fail: PostgreSQL and the broker go away under load and come back with the
+runbook's command (`python -m stack up`). The writer waits and resumes, every transaction
+ends in PostgreSQL exactly as emitted, no TaskManager dies, the correlator never restarts
+for a database outage, and `stack status` tells the truth meanwhile: exit code 1 naming
+PostgreSQL while it is away, 0 once everything is stored.
+
+The 10-minute outage is a long scenario: `bin/test --long -m long` (docs/development.md).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+
+import pytest
+
+from generator.transactions import load_plans
+from stack.paths import ROOT
+from stack.submit import submit_correlator, submit_writer
+from tests.kit import Load, check_stored_as_emitted, restarts, stack_command, writer_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.fault]
+
+
+def _run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class Product:
+    """Both jobs on a test's topics, the runbook's commands pointed at the session."""
+
+    def __init__(self, flink, kafka, postgres, prometheus, config):
+        self.flink, self.kafka, self.postgres, self.prometheus = flink, kafka, postgres, prometheus
+        self.config = config
+        self.writer = writer_for(config, postgres)
+
+    def stack(self, *args: str, job: bool = False) -> subprocess.CompletedProcess:
+        options = self.config.to_args() if job else ()
+        return _run(
+            stack_command(
+                self.flink, self.kafka, self.postgres, self.prometheus, *args, job=options
+            )
+        )
+
+    def up(self) -> float:
+        """`python -m stack up`, the runbook's command after an outage; its seconds."""
+        started = time.monotonic()
+        result = self.stack("up")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return time.monotonic() - started
+
+    def status(self) -> tuple[int, dict]:
+        result = self.stack("status", "--json", job=True)
+        return result.returncode, json.loads(result.stdout)
+
+    def wait_healthy(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, report = self.status()
+            if code == 0:
+                return report
+            assert time.monotonic() < deadline, report["problems"]
+            time.sleep(2)
+
+
+def _outages(flink, kafka, postgres, prometheus, topics, outages_s: list[float], rate: float):
+    config = topics.live(timeout_s=30, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
+    product = Product(flink, kafka, postgres, prometheus, config)
+    seconds = sum(outages_s) + 20 * len(outages_s) + 20
+    plans = load_plans(int(seconds * rate), config.types, 0.1, 0.5, random.Random(7))
+    taskmanagers = flink.running_taskmanagers()
+    correlator_id = submit_correlator(flink, config)
+    writer_id = submit_writer(flink, product.writer)
+    catch_up = []
+    try:
+        flink.api.wait_until_running(correlator_id)
+        flink.api.wait_until_running(writer_id)
+        product.wait_healthy()
+        with Load(config, plans, rate) as load:
+            for outage_s in outages_s:
+                time.sleep(10)
+                postgres.stop()
+                away = time.monotonic()
+                time.sleep(min(outage_s, 10))
+                code, report = product.status()
+                assert code == 1, report
+                assert any("PostgreSQL" in p for p in report["problems"]), report["problems"]
+                time.sleep(max(outage_s - (time.monotonic() - away), 0))
+                up_s = product.up()
+                back = time.monotonic()
+                product.wait_healthy(timeout=240)
+                catch_up.append((outage_s, up_s, time.monotonic() - back))
+            load.join()
+        check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
+        report = product.wait_healthy()
+        assert report["writer"]["behind"] == 0
+        assert (restarts(flink, correlator_id), restarts(flink, writer_id)) == (0, 0)
+        assert flink.running_taskmanagers() == taskmanagers
+        for outage_s, up_s, healthy_s in catch_up:
+            print(
+                f"\nPostgreSQL away {outage_s:.0f} s under {rate:.0f} tx/s: `stack up` took "
+                f"{up_s:.1f} s, status healthy again (writer caught up) {healthy_s:.1f} s later"
+            )
+    finally:
+        for job_id in (correlator_id, writer_id):
+            flink.api.cancel(job_id)
+        postgres.start()
+
+
+def test_postgresql_away_10_s_then_60_s(flink, kafka, postgres, prometheus, topics):
+    _outages(flink, kafka, postgres, prometheus, topics, [10, 60], rate=20)
+
+
+@pytest.mark.long
+def test_postgresql_away_10_minutes(flink, kafka, postgres, prometheus, topics):
+    _outages(flink, kafka, postgres, prometheus, topics, [600], rate=20)
+
+
+def test_a_broker_restart_as_the_writer_sees_it(flink, kafka, postgres, prometheus, topics):
+    """The broker goes away for 20 s under load and `stack up` starts it again. The writer
+    waits and resumes without a restart; every transaction ends stored exactly as emitted.
+    (The correlator's exactly-once sink may restart its job meanwhile: that is
+    tests/test_fault_tolerance.py's subject.)"""
+    config = topics.live(timeout_s=10, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
+    product = Product(flink, kafka, postgres, prometheus, config)
+    plans = load_plans(800, config.types, 0.1, 0.5, random.Random(8))
+    taskmanagers = flink.running_taskmanagers()
+    correlator_id = submit_correlator(flink, config)
+    writer_id = submit_writer(flink, product.writer)
+    try:
+        flink.api.wait_until_running(correlator_id)
+        flink.api.wait_until_running(writer_id)
+        with Load(config, plans[:400], 40) as load:
+            load.join()
+        kafka.stop()
+        time.sleep(20)
+        code, report = product.status()
+        assert code == 1 and any("Kafka" in p for p in report["problems"]), report
+        up_s = product.up()
+        back = time.monotonic()
+        with Load(config, plans[400:], 40) as load:
+            load.join()
+        check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
+        print(
+            f"\nbroker away 20 s: `stack up` took {up_s:.1f} s; all {len(plans)} transactions "
+            f"stored {time.monotonic() - back:.1f} s after it (including 10 s of new load); "
+            f"correlator restarts {restarts(flink, correlator_id)}"
+        )
+        assert restarts(flink, writer_id) == 0
+        assert flink.running_taskmanagers() == taskmanagers
+        product.wait_healthy(timeout=180)
+    finally:
+        for job_id in (correlator_id, writer_id):
+            flink.api.cancel(job_id)
+        kafka.start()
