@@ -84,13 +84,13 @@ COPY --from=jars /jars/ ${FLINK_HOME}/lib/
 # The project, installed in editable mode: the TaskManagers' embedded interpreter imports the
 # job's modules from this one copy, and job/sql.py finds sql/ beside job/.
 WORKDIR /opt/txn-correlator
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY job/ job/
 COPY generator/ generator/
 COPY stack/ stack/
 COPY store/ store/
 COPY sql/ sql/
-RUN python -m pip install --no-cache-dir -e .
+RUN python -m pip install --no-cache-dir -c requirements.lock -e .
 
 # Cluster configuration for containers (bind to 0.0.0.0, service names, state in S3); the
 # settings themselves are those of flink-conf/config.yaml. The entrypoint rewrites this file

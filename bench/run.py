@@ -313,7 +313,7 @@ def fresh_config(broker: KafkaBroker, settings: Settings, **overrides) -> JobCon
     # Latency counts from when the broker appended the last part, not from when the client
     # queued it: a busy producer must not add its own queueing to the system's latency.
     broker.create_topics(config.input_topics, configs={"message.timestamp.type": "LogAppendTime"})
-    create_job_topics(broker, config)
+    create_job_topics(config)
     return config
 
 

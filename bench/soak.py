@@ -341,7 +341,7 @@ def run(settings: SoakSettings, platform: Platform) -> dict:
         expiry_grace_s=10, job_name=f"{tag}-correlator",
     ).tagged(tag)  # fmt: skip
     writer = WriterConfig.for_job(config, database_url=platform.postgres.url)
-    create_job_topics(platform.broker, config)
+    create_job_topics(config)
     jobs = {
         "correlator": submit_correlator(platform.cluster, config),
         "writer": submit_writer(platform.cluster, writer),

@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenario", choices=["in-order", "shuffled", "omitted", "load", "demo"])
     job = JobConfig()  # the topics are the job's: its defaults are the generator's
     parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument(
+        "--kafka-properties",
+        default="",
+        help="the Kafka client properties file the job gets (SASL, TLS)",
+    )
     parser.add_argument("--types", default=",".join(job.types))
     parser.add_argument("--topic-prefix", default=job.topic_prefix)
     parser.add_argument("--count", type=int, default=1, help="transactions to send")
@@ -120,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(error))
     delay = args.max_delay if args.scenario == "shuffled" else 0.0
     started = time.monotonic()
-    with TransactionProducer(args.bootstrap_servers, args.topic_prefix, rng) as producer:
+    with TransactionProducer(
+        args.bootstrap_servers, args.topic_prefix, rng, args.kafka_properties
+    ) as producer:
         producer.send_all(plans, rate=args.rate, max_delay=delay, progress=sys.stderr.isatty())
         late = send_late(producer, plans, args.late_after_s) if args.late_after_s else 0
     summary = {

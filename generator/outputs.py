@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 
+from job.clients import kafka_settings
 from job.config import JobConfig
 
 
@@ -33,6 +34,7 @@ def read_topics(
     timeout_s: float = 30.0,
     idle_s: float = 2.0,
     decode: bool = True,
+    kafka_properties: str = "",
 ) -> list[OutputRecord]:
     """Reads the topics from the beginning.
 
@@ -40,7 +42,7 @@ def read_topics(
     partition is reached and nothing new arrived for `idle_s`; gives up after `timeout_s`.
     """
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_settings(bootstrap_servers, kafka_properties),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -80,11 +82,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="generator.outputs", description=__doc__)
     job = JobConfig()  # the job's output topics
     parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument(
+        "--kafka-properties",
+        default="",
+        help="the Kafka client properties file the job gets (SASL, TLS)",
+    )
     parser.add_argument("--topics", default=",".join(job.output_topics))
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--full", action="store_true", help="print whole records")
     args = parser.parse_args(argv)
-    records = read_topics(args.bootstrap_servers, args.topics.split(","), timeout_s=args.timeout)
+    records = read_topics(
+        args.bootstrap_servers, args.topics.split(","), timeout_s=args.timeout,
+        kafka_properties=args.kafka_properties,
+    )  # fmt: skip
     for r in records:
         if args.full:
             print(f"{r.topic:<18} {json.dumps(r.value)}")

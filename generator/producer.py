@@ -16,16 +16,21 @@ from collections.abc import Sequence
 from kafka import KafkaProducer
 
 from generator.transactions import Transaction, plan, record_value
+from job.clients import kafka_settings
 
 
 class TransactionProducer:
-    def __init__(self, bootstrap_servers: str, topic_prefix: str, rng: random.Random):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic_prefix: str,
+        rng: random.Random,
+        kafka_properties: str = "",
+    ):
         self.topic_prefix = topic_prefix
         self.rng = rng
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            linger_ms=5,
-            acks="all",
+            **kafka_settings(bootstrap_servers, kafka_properties), linger_ms=5, acks="all"
         )
         self._partitions: dict[str, list[int]] = {}
         self.failed: list[Exception] = []  # deliveries the client gave up on

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from kafka import KafkaProducer
 
+from job.clients import kafka_settings
 from job.config import JobConfig
 
 DEFAULT_TOPIC = JobConfig().reference_topic  # the job's reference topic
@@ -35,8 +36,9 @@ def publish(
     reference: dict[str, dict],
     topic: str = DEFAULT_TOPIC,
     deletes: tuple[str, ...] = (),
+    kafka_properties: str = "",
 ) -> int:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = KafkaProducer(**kafka_settings(bootstrap_servers, kafka_properties), acks="all")
     try:
         for record_type, fields in reference.items():
             producer.send(
@@ -58,11 +60,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("file", nargs="?", type=Path, help="YAML or JSON reference file")
     parser.add_argument("--bootstrap-servers", default=JobConfig().bootstrap_servers)
+    parser.add_argument(
+        "--kafka-properties", default="",
+        help="the Kafka client properties file the job gets (SASL, TLS)",
+    )  # fmt: skip
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--delete", action="append", default=[], metavar="TYPE")
     args = parser.parse_args(argv)
     reference = read_reference(args.file) if args.file else {}
-    count = publish(args.bootstrap_servers, reference, args.topic, tuple(args.delete))
+    count = publish(
+        args.bootstrap_servers, reference, args.topic, tuple(args.delete), args.kafka_properties
+    )
     print(f"wrote {count} reference records to {args.topic}")
 
 

@@ -16,12 +16,16 @@ from pathlib import Path
 import yaml
 from kafka import KafkaProducer
 
+from job.clients import kafka_settings
 from job.config import JobConfig
 from job.rules import RULES_KEY, read_rules
 
 
-def publish_rules(bootstrap_servers: str, document: dict, topic: str) -> None:
-    with KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all") as producer:
+def publish_rules(
+    bootstrap_servers: str, document: dict, topic: str, kafka_properties: str = ""
+) -> None:
+    settings = kafka_settings(bootstrap_servers, kafka_properties)
+    with KafkaProducer(**settings, acks="all") as producer:
         producer.send(
             topic, key=json.dumps(RULES_KEY).encode(), value=json.dumps(document).encode()
         )
@@ -37,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("file", type=Path, help="rules file (YAML or JSON)")
     parser.add_argument("--bootstrap-servers", default=job.bootstrap_servers)
+    parser.add_argument(
+        "--kafka-properties",
+        default="",
+        help="the Kafka client properties file the job gets (SASL, TLS)",
+    )
     parser.add_argument("--topic", default=job.reference_topic, help="the job's reference topic")
     parser.add_argument("--types", default=",".join(job.types), help="the job's types")
     args = parser.parse_args(argv)
@@ -45,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         rules = read_rules(args.file, config.option_rules(), config.types)
     except ValueError as error:
         parser.error(str(error))
-    publish_rules(args.bootstrap_servers, yaml.safe_load(args.file.read_text()), args.topic)
+    document = yaml.safe_load(args.file.read_text())
+    publish_rules(args.bootstrap_servers, document, args.topic, args.kafka_properties)
     kinds = ", ".join(f"{k} {list(r.required)}" for k, r in rules.kinds.items())
     print(f"sent rules version {rules.version} to {args.topic}: {kinds or 'default only'}")
 

@@ -5,9 +5,11 @@ exist in one place and be missing from the other.
 """
 
 import argparse
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import javaproperties
 
@@ -133,8 +135,8 @@ class JobConfig:
     rules_file: str = field(
         default="",
         metadata={
-            "help": "YAML file of completeness rules per transaction kind (README, 'Rules per "
-            "kind'); empty: every type is required, with the timeout options above"
+            "help": "YAML file of completeness rules per transaction kind (docs/concepts.md, "
+            "'Rules per kind'); empty: every type is required, with the timeout options above"
         },
     )
     kind_field: str = field(
@@ -271,8 +273,9 @@ class JobConfig:
         return to_args(self)
 
     def describe(self) -> dict:
-        """The effective settings for the start-up log, with secrets masked."""
-        settings = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The effective settings for the start-up log, with secrets masked (a password in a
+        URL, the secret values of the Kafka client settings)."""
+        settings = {f.name: _masked(getattr(self, f.name)) for f in fields(self)}
         settings["kafka_client_properties"] = {
             k: "***" if _secret(k) else v for k, v in self.kafka_client_properties().items()
         }
@@ -349,6 +352,19 @@ class WriterConfig:
         return to_args(self)
 
 
+def redacted(url: str) -> str:
+    """A URL with its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _masked(value):
+    return redacted(value) if isinstance(value, str) and "://" in value else value
+
+
 def _secret(key: str) -> bool:
     return any(
         word in key.lower() for word in ("password", "secret", "jaas", "token", "credential")
@@ -381,7 +397,7 @@ def _option(name: str) -> str:
 
 def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of a config dataclass."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=cls.PROG,
         description=cls.DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -407,16 +423,61 @@ def build_parser(cls: type = JobConfig) -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line naming the option, and exit code 2 (argparse's own)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+# What each number may be; anything else is refused where the job is submitted, before Flink
+# sees it. Durations must also stay within what Flink's timers hold (about 30 years here).
+ABOVE_ZERO = {"timeout_s", "idleness_s", "max_record_bytes", "kafka_transaction_timeout_ms"}
+ZERO_OR_MORE = {
+    "progress_interval_s", "out_of_orderness_s", "expiry_grace_s", "closed_retention_s",
+    "max_duration_s", "parallelism", "checkpoint_interval_s",
+}  # fmt: skip
+MAX_SECONDS = 1e9
+FILES = {"kafka_properties", "rules_file"}
+
+
+def problems(config) -> list[str]:
+    """What is wrong with a configuration's values, one line each naming the option."""
+    found = []
+    for f in fields(config):
+        value, option = getattr(config, f.name), _option(f.name)
+        if f.name in ABOVE_ZERO | ZERO_OR_MORE:
+            low_ok = value > 0 if f.name in ABOVE_ZERO else value >= 0
+            if not (math.isfinite(value) and low_ok):
+                bound = "above 0" if f.name in ABOVE_ZERO else "0 or more"
+                found.append(f"{option} {value}: must be a finite number, {bound}")
+            elif f.name.endswith("_s") and value > MAX_SECONDS:
+                found.append(f"{option} {value}: at most {MAX_SECONDS:.0e} seconds")
+        if f.name in FILES and value and not Path(value).is_file():
+            found.append(f"{option} {value}: no such file")
+    if isinstance(config, JobConfig):
+        if not config.types:
+            found.append("--types: name at least one type, comma-separated")
+        elif len(set(config.types)) != len(config.types):
+            found.append(f"--types {','.join(config.types)}: a type is named twice")
+        if config.max_output_bytes < MIN_OUTPUT_BYTES:
+            found.append(f"--max-output-bytes {config.max_output_bytes}: at least "
+                         f"{MIN_OUTPUT_BYTES}")  # fmt: skip
+    return found
+
+
 def parse_args(argv: list[str] | None = None, cls: type = JobConfig):
+    """The configuration the command line gives, or one line on stderr and exit code 2."""
     parser = build_parser(cls)
     config = cls(**vars(parser.parse_args(argv)))
+    wrong = problems(config)
+    if wrong:
+        parser.error(wrong[0])
     if cls is JobConfig:
-        if config.max_output_bytes < MIN_OUTPUT_BYTES:
-            parser.error(f"--max-output-bytes must be at least {MIN_OUTPUT_BYTES}")
         try:
             config.rules()  # a bad rules file fails at submission, saying why
         except ValueError as error:
-            parser.error(str(error))
+            parser.error(" ".join(str(error).split()))
     return config
 
 
@@ -433,3 +494,44 @@ def to_args(config) -> list[str]:
             text = ",".join(value) if isinstance(value, tuple) else str(value)
             args += [_option(f.name), text]
     return args
+
+
+# --- docs/configuration.md: the options tables, generated from the dataclasses ------------
+
+CONFIGURATION_DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def options_markdown(cls: type) -> str:
+    """The options of a config dataclass as a Markdown table: the same names, defaults and
+    help texts as `--help`."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in fields(cls):
+        names = ", ".join(f"`{n}`" for n in (_option(f.name), *f.metadata.get("aliases", ())))
+        help_text = f.metadata["help"]
+        if f.metadata.get("choices"):
+            help_text += " (" + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + ")"
+        rows.append(f"| {names} | {_shown(f.default, f.type)} | {help_text.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def _shown(default, kind) -> str:
+    if kind is bool:
+        return "off"
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`" if default else "(none)"
+    return "(none)" if default == "" else f"`{default}`"
+
+
+def generated_docs(text: str) -> str:
+    """docs/configuration.md with each `<!-- options: NAME -->` block regenerated."""
+    for cls in (JobConfig, WriterConfig):
+        start, end = f"<!-- options: {cls.PROG} -->", f"<!-- end options: {cls.PROG} -->"
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n{options_markdown(cls)}\n{end}{after}"
+    return text
+
+
+if __name__ == "__main__":  # python -m job.config: regenerates docs/configuration.md
+    CONFIGURATION_DOC.write_text(generated_docs(CONFIGURATION_DOC.read_text()))
+    print(f"written: {CONFIGURATION_DOC}")

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 import psycopg
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec
+from kafka.errors import KafkaError
 
+from job.clients import kafka_settings
 from job.config import WriterConfig
 from job.database import CONNECTION, libpq_url
 
@@ -50,10 +52,12 @@ def rewind_group(config: WriterConfig, password: str | None) -> dict[Partition, 
     (to the beginning for a partition it holds nothing of), where they are ahead of it;
     returns the partitions moved and their new offsets."""
     stored = stored_offsets(config.database_url, config.database_user, password, config.group_id)
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
-    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap_servers)
+    settings = kafka_settings(config.bootstrap_servers, config.kafka_properties)
+    admin = KafkaAdminClient(**settings)
+    consumer = KafkaConsumer(**settings)
     try:
-        committed = admin.list_group_offsets(config.group_id).get(config.group_id, {})
+        group = config.group_id
+        committed = _retrying(lambda: admin.list_group_offsets(group)).get(group, {})
         targets = {}
         for tp in partitions(consumer, writer_topics(config)):
             done = committed.get(tp)
@@ -73,15 +77,34 @@ def rewind_group(config: WriterConfig, password: str | None) -> dict[Partition, 
         admin.close()
 
 
+def _retrying(call, seconds: float = 30):
+    """`call()`, again while Kafka answers with a retriable error (a group coordinator not
+    available yet, the first time a broker sees a group)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except KafkaError as error:
+            if not getattr(error, "retriable", False) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def behind(
-    bootstrap: str, topics: list[str], stored: dict[Partition, int], cap: int = 10_000
+    bootstrap: str,
+    topics: list[str],
+    stored: dict[Partition, int],
+    cap: int = 10_000,
+    kafka_properties: str = "",
 ) -> int:
     """Committed records on `topics` after the last stored offset of their partition (all
     of a partition with none stored): what the writer has yet to store. Transaction markers
     take offsets but are no records, so they are counted by reading: up to `cap` offsets
     per partition; a longer gap counts as its offsets, an upper bound."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        **kafka_settings(bootstrap, kafka_properties),
+        isolation_level="read_committed",
+        enable_auto_commit=False,
     )
     try:
         total = 0

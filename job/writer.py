@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psycopg  # noqa: E402
+from kafka.errors import KafkaError  # noqa: E402
 from pyflink.common import Types  # noqa: E402
 from pyflink.datastream import (  # noqa: E402
     KeyedProcessFunction,
@@ -42,7 +44,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor  #
 from pyflink.java_gateway import get_gateway  # noqa: E402
 from pyflink.table import EnvironmentSettings, StreamTableEnvironment  # noqa: E402
 
-from job.config import WriterConfig, parse_args  # noqa: E402
+from job.config import WriterConfig, parse_args, redacted  # noqa: E402
 from job.database import Database, Unavailable  # noqa: E402
 from job.sources import keyed_rows  # noqa: E402
 from job.sql import render, render_options, with_client_properties  # noqa: E402
@@ -229,7 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.info("txn-correlator writer configuration: %s", config.describe())
     password = os.environ.get(config.database_password_env)
     if not config.from_beginning:
-        rewind(config, password)
+        try:
+            rewind(config, password)
+        except (psycopg.Error, KafkaError) as error:
+            where = f"{redacted(config.database_url)}, {config.bootstrap_servers}"
+            message = " ".join(str(error).split())
+            raise SystemExit(f"writer: cannot find where it stopped ({where}): {message}") from None
     build(config, password).execute(config.job_name)
 
 

@@ -16,9 +16,22 @@ status         health of both jobs (state, restarts, last exception, checkpoints
                missing and late most, the oldest open transaction [--json]; exits 1 when
                anything is unhealthy (the problems are listed first)
 supervise      the supervisor in the foreground (what `up` starts in the background)
+topics         create the job's topics (`JobConfig.topics()`) on the broker its options name
+check          check the job's options, broker, topics and transaction timeout; one line
+               per problem, exit code 2 (`submit` runs the same checks first)
+savepoint      take a savepoint of the running job (the correlator; --writer: the writer)
+stop           stop the running job; with --savepoint, after a savepoint
+cancel         cancel the running job, no savepoint
+savepoints     the savepoints in the cluster's folder, newest first, with the code each
+               came from
 jars           fetch the jars from Maven Central only
 
-With --hosts, `up`, `down`, `submit` and `status` act on a cluster across five hosts of
+`submit --from-savepoint PATH` (and `submit-writer --from-savepoint PATH`) resumes from a
+savepoint or a retained checkpoint; `--allow-non-restored-state` when the job no longer has
+an operator whose state the savepoint holds.
+
+With --hosts, `up`, `down`, `submit`, `check`, `topics`, `status`, `savepoint`, `stop` and
+`cancel` act on a cluster across five hosts of
 this machine (network namespaces, needs root): Kafka, ZooKeeper and an S3 server on one,
 two JobManagers in high-availability mode, two TaskManagers (stack/hosts.py, and
 docs/deployment.md, "Several hosts"). `up --hosts` also starts whatever a dead host ran.
@@ -36,11 +49,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import shutil
 import signal
 import sys
 
 from job.config import JobConfig, WriterConfig, build_parser, parse_args
-from stack import demo, jars, netns, status
+from stack import demo, jars, lifecycle, netns, preflight, status
 from stack.flink import FlinkCluster
 from stack.hosts import ROLES, TASKMANAGERS, HostsCluster
 from stack.kafka import KafkaBroker, create_job_topics
@@ -53,6 +68,8 @@ from store import db
 def main(argv: list[str] | None = None) -> None:
     # SIGTERM ends a supervisor like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # The commands say what failed, in one line; the Kafka client's own retries stay quiet.
+    logging.getLogger("kafka").addHandler(logging.NullHandler())
     parser = argparse.ArgumentParser(
         prog="stack",
         description=__doc__,
@@ -62,10 +79,29 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "command",
-        choices=["up", "demo", "submit", "submit-writer", "down", "status", "supervise", "jars"],
+        choices=[
+            "up",
+            "demo",
+            "submit",
+            "submit-writer",
+            "down",
+            "status",
+            "supervise",
+            "topics",
+            "check",
+            "savepoint",
+            "stop",
+            "cancel",
+            "savepoints",
+            "jars",
+        ],  # fmt: skip
     )
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port")
+    parser.add_argument(
+        "--rest-address", default="127.0.0.1",
+        help="the Flink cluster's REST address: this machine's, or any other cluster's",
+    )  # fmt: skip
     parser.add_argument("--rpc-port", type=int, default=6123, help="Flink JobManager RPC port")
     parser.add_argument("--postgres-port", type=int, default=5432)
     parser.add_argument("--prometheus-port", type=int, default=9090)
@@ -78,7 +114,20 @@ def main(argv: list[str] | None = None) -> None:
         "--no-supervise", action="store_true", help="up: no supervisor for the TaskManagers"
     )
     parser.add_argument(
+        "--purge", action="store_true",
+        help="down: then delete the services' data (topics, rows, checkpoints, logs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--hosts", action="store_true", help="up, down, submit, status: the cluster of hosts"
+    )
+    parser.add_argument("--savepoint", action="store_true", help="stop: after a savepoint")
+    parser.add_argument("--from-savepoint", metavar="PATH", help="submit: resume from it")
+    parser.add_argument(
+        "--allow-non-restored-state", action="store_true",
+        help="submit --from-savepoint: skip state of operators the job no longer has",
+    )  # fmt: skip
+    parser.add_argument(
+        "--writer", action="store_true", help="savepoint, stop, cancel: the writer's job"
     )
     # Everything after `--` is the job's (argparse would not take it after other options).
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -91,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     broker = KafkaBroker(port=args.kafka_port, controller_port=args.kafka_port + 1)
     cluster = FlinkCluster(
-        rest_port=args.rest_port, rpc_port=args.rpc_port, taskmanagers=args.taskmanagers
-    )
+        rest_port=args.rest_port, rpc_port=args.rpc_port, taskmanagers=args.taskmanagers,
+        rest_address=args.rest_address,
+    )  # fmt: skip
     database = PostgresServer(port=args.postgres_port)
     prometheus = PrometheusServer(port=args.prometheus_port)
     if args.command == "supervise":
@@ -102,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "submit-writer":
         config = parse_args(["--database-url", database.url, *args.job_args], WriterConfig)
-        print(f"submitted job {submit_writer(cluster, config)}; web UI on {cluster.url}")
+        job_id = submit_writer(cluster, config, args.from_savepoint, args.allow_non_restored_state)
+        print(f"submitted job {job_id}; web UI on {cluster.url}")
         return
     # One parsed configuration of the correlator for every other command.
     job = parse_args(["--bootstrap-servers", broker.bootstrap, *args.job_args])
@@ -114,14 +165,36 @@ def main(argv: list[str] | None = None) -> None:
             print(f"supervisor started (log: {cluster.supervisor_log})")
         if args.command == "demo":
             demo.run(broker, cluster, database)
-    elif args.command == "submit":
-        print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
+    elif args.command in ("check", "submit"):
+        found = preflight.problems(job)
+        for problem in found:
+            print(f"stack {args.command}: {problem}", file=sys.stderr)
+        if found:
+            sys.exit(2)
+        if args.command == "check":
+            print(f"checked: the options, {job.bootstrap_servers}, {len(job.topics())} topics")
+            return
+        job_id = submit_correlator(
+            cluster, job, args.from_savepoint,
+            allow_non_restored_state=args.allow_non_restored_state,
+        )  # fmt: skip
+        print(f"submitted job {job_id}; web UI on {cluster.url}")
+    elif args.command == "topics":
+        created = create_job_topics(job, args.partitions)
+        print(f"created {len(created)} topic(s) on {job.bootstrap_servers}: {', '.join(created)}")
+    elif args.command in ("savepoint", "stop", "cancel", "savepoints"):
+        lifecycle_command(args, cluster, job)
     elif args.command == "down":
         prometheus.stop()
         cluster.stop()
         database.stop()
         broker.stop()
         print("stopped the supervisor, Prometheus, Flink, PostgreSQL and Kafka")
+        if args.purge:
+            database.purge()
+            for home in (prometheus.home, cluster.home, broker.home):
+                shutil.rmtree(home, ignore_errors=True)
+            print("deleted their data")
     else:
         writer = WriterConfig.for_job(job, database_url=database.url)
         report = status.collect(status.Product(cluster, job, writer, cluster.taskmanagers))
@@ -133,10 +206,32 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if report["healthy"] else 1)
 
 
+def lifecycle_command(args, cluster: FlinkCluster | HostsCluster, job: JobConfig) -> None:
+    """savepoint, stop [--savepoint], cancel, savepoints: stack/lifecycle.py. Savepoints go
+    to the cluster's savepoint folder (on the hosts, its bucket in S3)."""
+    if args.command == "savepoints":
+        print(lifecycle.render(lifecycle.listing(cluster.savepoints)))
+        return
+    name = WriterConfig.for_job(job).job_name if args.writer else job.job_name
+    job_id = lifecycle.running_job(cluster.api, name)
+    if args.command == "cancel":
+        cluster.api.cancel(job_id)
+        print(f"cancelled {name} ({job_id})")
+    elif args.command == "stop" and not args.savepoint:
+        cluster.api.rest(f"/jobs/{job_id}/stop", method="POST", body={"drain": False})
+        cluster.api.wait_for_state(job_id, lifecycle.ENDED)
+        print(f"stopped {name} ({job_id})")
+    else:
+        stop = args.command == "stop"
+        path = lifecycle.take(cluster.api, job_id, name, cluster.savepoints, stop=stop)
+        print(f"{'stopped ' + name + ' after a ' if stop else ''}savepoint: {path}")
+
+
 def hosts(args) -> None:
     """The commands on the cluster across hosts (stack/hosts.py)."""
     cluster = HostsCluster()
-    if args.command not in ("up", "down", "submit", "status"):
+    if args.command not in ("up", "down", "submit", "check", "topics", "status", "savepoint",
+                            "stop", "cancel"):  # fmt: skip
         raise SystemExit(f"stack {args.command} has no --hosts form")
     if args.command == "down":
         cluster.down()
@@ -153,8 +248,25 @@ def hosts(args) -> None:
         for host in cluster.network.hosts:
             print(f"  {host.name} {host.address}: {ROLES[host.name]}")
         print(f"Kafka on {cluster.bootstrap}, S3 on {cluster.s3.endpoint}, web UI {cluster.url}")
-    elif args.command == "submit":
-        print(f"submitted job {submit_correlator(cluster, job)}; web UI on {cluster.url}")
+    elif args.command in ("check", "submit"):
+        found = preflight.problems(job)
+        for problem in found:
+            print(f"stack {args.command}: {problem}", file=sys.stderr)
+        if found:
+            sys.exit(2)
+        if args.command == "check":
+            print(f"checked: the options, {job.bootstrap_servers}, {len(job.topics())} topics")
+            return
+        job_id = submit_correlator(
+            cluster, job, args.from_savepoint,
+            allow_non_restored_state=args.allow_non_restored_state,
+        )  # fmt: skip
+        print(f"submitted job {job_id}; web UI on {cluster.url}")
+    elif args.command == "topics":
+        created = create_job_topics(job, args.partitions)
+        print(f"created {len(created)} topic(s) on {job.bootstrap_servers}: {', '.join(created)}")
+    elif args.command in ("savepoint", "stop", "cancel"):
+        lifecycle_command(args, cluster, job)
     else:
         # The hosts run the correlator only (no PostgreSQL, no writer).
         report = status.collect(status.Product(cluster, job, None, len(TASKMANAGERS)))
@@ -174,7 +286,7 @@ def up(
 ) -> None:
     jars.fetch_all()
     broker.start()
-    create_job_topics(broker, job, partitions)
+    create_job_topics(job, partitions)
     print(f"Kafka broker on {broker.bootstrap}")
     database.start()
     db.migrate(database.url)

@@ -30,12 +30,15 @@ class FlinkCluster:
     rest_port: int = 8081
     rpc_port: int = 6123
     taskmanagers: int = 1
+    # Where the REST API answers: this machine's cluster, or any other one's (`stack
+    # --rest-address`: submit, status and the lifecycle commands work on any cluster).
+    rest_address: str = "127.0.0.1"
     # More `-D` settings for this cluster only (the benchmark refreshes metrics every second).
     settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"http://{self.rest_address}:{self.rest_port}"
 
     @property
     def api(self) -> FlinkRest:
@@ -84,7 +87,7 @@ class FlinkCluster:
 
     def submit_options(self) -> list[str]:
         """What `flink run` needs to find this cluster (its REST endpoint)."""
-        return ["-D", f"rest.port={self.rest_port}", "-D", "rest.address=127.0.0.1"]
+        return ["-D", f"rest.port={self.rest_port}", "-D", f"rest.address={self.rest_address}"]
 
     def _script(self, name: str, *args: str) -> None:
         link_lib(self.lib)  # the scripts build the class path from lib/

@@ -110,6 +110,16 @@ class FlinkRest:
         self.rest(f"/jobs/{job_id}", method="PATCH")
         self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
 
+    def savepoint(self, job_id: str, directory: Path | str, timeout: float = 120) -> str:
+        """Takes a savepoint of a running job (`flink savepoint`), which goes on running,
+        into a folder or a URI; returns the savepoint's path."""
+        target = directory.as_uri() if isinstance(directory, Path) else directory
+        trigger = self.rest(
+            f"/jobs/{job_id}/savepoints", method="POST",
+            body={"target-directory": target, "cancel-job": False},
+        )["request-id"]  # fmt: skip
+        return self._savepoint_done(job_id, trigger, timeout, stops=False)
+
     def stop_with_savepoint(self, job_id: str, directory: Path | str, timeout: float = 120) -> str:
         """Stops the job after a savepoint (`flink stop`) into a folder or a URI (`s3://...`)
         and returns the savepoint's path."""
@@ -117,14 +127,19 @@ class FlinkRest:
         trigger = self.rest(
             f"/jobs/{job_id}/stop", method="POST", body={"drain": False, "targetDirectory": target}
         )["request-id"]
+        return self._savepoint_done(job_id, trigger, timeout, stops=True)
+
+    def _savepoint_done(self, job_id: str, trigger: str, timeout: float, stops: bool) -> str:
         deadline = time.monotonic() + timeout
         while True:
             result = self.rest(f"/jobs/{job_id}/savepoints/{trigger}")
             if result["status"]["id"] == "COMPLETED":
                 operation = result["operation"]
                 if "failure-cause" in operation:
-                    raise RuntimeError(f"savepoint failed: {operation['failure-cause']}")
-                self.wait_for_state(job_id, {"FINISHED", "CANCELED", "FAILED"})
+                    cause = operation["failure-cause"].get("stack-trace", "").splitlines()
+                    raise RuntimeError(f"savepoint failed: {cause[0] if cause else operation}")
+                if stops:
+                    self.wait_for_state(job_id, {"FINISHED", "CANCELED", "FAILED"})
                 return operation["location"]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"savepoint of {job_id} did not complete")

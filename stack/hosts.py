@@ -237,6 +237,11 @@ class HostsCluster:
         return f"http://{self.host(JOBMANAGERS[0]).address}:{REST_PORT}"
 
     @property
+    def savepoints(self) -> str:
+        """Where savepoints go: the bucket in S3 (as `execution.checkpointing.savepoint-dir`)."""
+        return f"s3://{BUCKET}/savepoints"
+
+    @property
     def api(self) -> FailoverRest:
         urls = tuple(f"http://{self.host(h).address}:{REST_PORT}" for h in JOBMANAGERS)
         return FailoverRest(urls[0], urls)
@@ -332,7 +337,7 @@ class HostsCluster:
         if fresh == len(TASKMANAGERS):
             self.fingerprint_file.write_text("")  # fresh interpreters: no job code yet
         self.wait_for_taskmanagers(self.taskmanagers, timeout)
-        create_job_topics(self.broker, job or JobConfig(bootstrap_servers=self.bootstrap),
+        create_job_topics(job or JobConfig(bootstrap_servers=self.bootstrap),
                           partitions)  # fmt: skip
         return started + fresh
 

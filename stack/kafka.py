@@ -20,6 +20,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from job.clients import kafka_settings
 from stack import jars
 from stack.paths import RUN
 
@@ -46,6 +47,10 @@ class KafkaBroker:
     heap: str = "768m"
     address: str = "127.0.0.1"
     wrap: tuple[str, ...] = ()  # e.g. `ip netns exec <host>`: where it runs
+    # A second listener that needs SASL/PLAIN (user -> password), for clients configured
+    # only through a properties file (tests/test_sasl.py); None: PLAINTEXT only.
+    sasl_port: int | None = None
+    sasl_users: tuple[tuple[str, str], ...] = ()
 
     @property
     def bootstrap(self) -> str:
@@ -71,6 +76,7 @@ class KafkaBroker:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            **self._sasl_settings(),
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "false",
@@ -86,6 +92,27 @@ class KafkaBroker:
             "transaction.max.timeout.ms": "900000",
         }
         return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"{self.address}:{self.sasl_port}"
+
+    def _sasl_settings(self) -> dict[str, str]:
+        """The SASL_PLAINTEXT listener beside PLAINTEXT (PLAIN mechanism, users in JAAS)."""
+        if self.sasl_port is None:
+            return {}
+        users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users)
+        return {
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{self.address}:"
+            f"{self.controller_port},SASL_PLAINTEXT://{self.sasl_bootstrap}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap},"
+            f"SASL_PLAINTEXT://{self.sasl_bootstrap}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": "org.apache.kafka.common."
+            f"security.plain.PlainLoginModule required {users};",
+        }
 
     def _java(self, main: str, *args: str, log: Path) -> list[str]:
         classpath = jars.classpath("kafka")
@@ -200,19 +227,38 @@ def _wait_gone(pid_file: Path, pid: int, timeout: float) -> bool:
     return False
 
 
-def create_job_topics(broker: KafkaBroker, config, partitions: int | None = None) -> None:
-    """Every topic the correlator reads or writes, as `JobConfig.topics` describes them."""
+def create_job_topics(config, partitions: int | None = None) -> list[str]:
+    """Every topic the correlator reads or writes, as `JobConfig.topics` describes them, on
+    the broker the job's options name (with its client settings); returns the ones created.
+    An existing topic is kept as it is."""
     specs = config.topics(partitions) if partitions else config.topics()
-    for spec in specs:
-        broker.create_topics([spec.name], spec.partitions, dict(spec.configs))
+    admin = KafkaAdminClient(**kafka_settings(config.bootstrap_servers, config.kafka_properties))
+    try:
+        existing = set(admin.list_topics())
+        # The broker's default replication factor (-1): 1 on the local broker, the
+        # cluster's own on any other.
+        new = {
+            s.name: {"num_partitions": s.partitions, "replication_factor": -1,
+                     "configs": dict(s.configs)}
+            for s in specs
+            if s.name not in existing
+        }  # fmt: skip
+        if new:
+            admin.create_topics(new, raise_errors=False, wait_for_metadata=True)
+        return list(new)
+    finally:
+        admin.close()
 
 
-def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int | None]:
+def consumer_lag(
+    bootstrap: str, group: str, topics: list[str], kafka_properties: str = ""
+) -> dict[str, int | None]:
     """Records per topic that the group has not committed yet (None: nothing committed)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    settings = kafka_settings(bootstrap, kafka_properties)
+    admin = KafkaAdminClient(**settings)
+    consumer = KafkaConsumer(**settings, enable_auto_commit=False)
     try:
         committed = admin.list_group_offsets(group).get(group, {})
         lag: dict[str, int | None] = {}

@@ -1,13 +1,17 @@
 """A throwaway PostgreSQL cluster from the Debian packages, for the demo and the tests.
 
-`initdb` creates it under `.run/postgres-<port>/` owned by the `postgres` system user (the
-server refuses to run as root); it listens on 127.0.0.1 only and trusts local connections,
-which is fine for a throwaway cluster and wrong for anything else: point the product at a
-real server with a connection URL instead.
+Run as an ordinary user, `initdb` creates it under `.run/postgres-<port>/` as that user. Run
+as root, the server runs as the `postgres` system user (it refuses to run as root), which
+cannot reach into a checkout in a private folder (mode 700, as home folders often are): the
+cluster then lives in `/var/lib/postgresql/txn-correlator/<checkout>-<port>/`, postgres's
+own, and `.run/postgres-<port>` links to it. It listens on 127.0.0.1 only and trusts local
+connections, which is fine for a throwaway cluster and wrong for anything else: point the
+product at a real server with a connection URL instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -17,9 +21,11 @@ from pathlib import Path
 
 import psycopg
 
-from stack.paths import RUN
+from stack.paths import ROOT, RUN
 
 DATABASE = "txn_correlator"
+# Where root's clusters live: postgres's own folder, reachable whatever the checkout's mode.
+SERVER_HOMES = Path("/var/lib/postgresql/txn-correlator")
 
 
 def _bin(name: str) -> str:
@@ -42,7 +48,26 @@ class PostgresServer:
 
     @property
     def home(self) -> Path:
-        return RUN / f"postgres-{self.port}"
+        if os.geteuid() != 0:
+            return RUN / f"postgres-{self.port}"
+        checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+        return SERVER_HOMES / f"{checkout}-{self.port}"
+
+    def _make_home(self) -> None:
+        """The cluster's folder, owned by the server's user, and `.run/postgres-<port>`
+        pointing at it when it lives outside the checkout."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            for folder in (SERVER_HOMES, self.home):
+                shutil.chown(folder, "postgres", "postgres")
+            link = RUN / f"postgres-{self.port}"
+            RUN.mkdir(exist_ok=True)
+            if link.is_dir() and not link.is_symlink():  # a cluster of an earlier version
+                if not (self.data / "PG_VERSION").exists():
+                    shutil.move(link / "data", self.data)
+                shutil.rmtree(link)
+            if not link.is_symlink():
+                link.symlink_to(self.home)
 
     @property
     def data(self) -> Path:
@@ -70,8 +95,8 @@ class PostgresServer:
     def start(self, timeout: float = 60) -> None:
         """Creates the cluster on first use, starts it, and creates the database."""
         if not self.running():
+            self._make_home()
             if not (self.data / "PG_VERSION").exists():
-                self.home.mkdir(parents=True, exist_ok=True)
                 self.data.mkdir(exist_ok=True)
                 shutil.chown(self.data, "postgres", "postgres")
                 self._as_postgres(
@@ -99,6 +124,12 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"PostgreSQL on port {self.port} did not answer")
             time.sleep(0.5)
+
+    def purge(self) -> None:
+        """Stops the cluster and deletes it, data and all."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+        (RUN / f"postgres-{self.port}").unlink(missing_ok=True)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

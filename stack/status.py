@@ -160,7 +160,7 @@ def _correlator(product: Product, status: dict) -> None:
     status["late"] = dict(db.ranked(_per_type(correlate, LATE_OF_TYPE, config)))
     try:
         status["consumer_lag"] = consumer_lag(
-            config.bootstrap_servers, config.group_id, config.input_topics
+            config.bootstrap_servers, config.group_id, config.input_topics, config.kafka_properties
         )
     except KafkaError as error:
         status["consumer_lag"] = None
@@ -184,7 +184,10 @@ def _writer(product: Product, status: dict) -> None:
         status["problems"].append(f"PostgreSQL not reachable: {_one_line(error)}")
         return
     try:
-        report["behind"] = behind(writer.bootstrap_servers, writer_topics(writer), stored)
+        report["behind"] = behind(
+            writer.bootstrap_servers, writer_topics(writer), stored,
+            kafka_properties=writer.kafka_properties,
+        )  # fmt: skip
     except KafkaError as error:
         report["behind"] = None
         status["problems"].append(f"Kafka at {writer.bootstrap_servers} not reachable: {error}")

@@ -47,6 +47,7 @@ def submit(
     python_per_record: bool = True,
     restore_from: str | None = None,
     options: dict[str, str] | None = None,
+    allow_non_restored_state: bool = False,
 ) -> str:
     """Submits a Python script (relative to the repository) with `flink run -py` and
     returns its job id.
@@ -63,6 +64,7 @@ def submit(
         *cluster.submit_options(),
         *(arg for k, v in (options or {}).items() for arg in ("-D", f"{k}={v}")),
         *(["-s", restore_from] if restore_from else []),
+        *(["--allowNonRestoredState"] if allow_non_restored_state else []),
         "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON),
         "-py", str(ROOT / script),
         *job_args,
@@ -79,9 +81,15 @@ def submit_correlator(
     config: JobConfig,
     restore_from: str | None = None,
     options: dict[str, str] | None = None,
+    allow_non_restored_state: bool = False,
 ) -> str:
-    return submit(cluster, config.to_args(), restore_from=restore_from, options=options)
+    return submit(cluster, config.to_args(), restore_from=restore_from, options=options,
+                  allow_non_restored_state=allow_non_restored_state)  # fmt: skip
 
 
-def submit_writer(cluster: FlinkCluster, config: WriterConfig) -> str:
-    return submit(cluster, config.to_args(), script="job/writer.py")
+def submit_writer(
+    cluster: FlinkCluster, config: WriterConfig, restore_from: str | None = None,
+    allow_non_restored_state: bool = False,
+) -> str:  # fmt: skip
+    return submit(cluster, config.to_args(), script="job/writer.py", restore_from=restore_from,
+                  allow_non_restored_state=allow_non_restored_state)  # fmt: skip

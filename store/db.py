@@ -11,10 +11,11 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
+
+from job.config import redacted
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "sql" / "migrations"
 
@@ -34,15 +35,6 @@ def connect(url: str) -> psycopg.Connection:
         raise DatabaseUnavailable(
             f"cannot reach the database at {redacted(url)}: {error}".strip()
         ) from None
-
-
-def redacted(url: str) -> str:
-    """A connection URL with its password, if any, replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def migrate(url: str) -> list[str]:

@@ -25,6 +25,7 @@ KAFKA_PORT = 19092
 FLINK_REST_PORT = 18081
 POSTGRES_PORT = 15432
 PROMETHEUS_PORT = 19090
+SASL_USER = ("txn", "txn-sasl-secret")
 
 
 def pytest_addoption(parser):
@@ -58,7 +59,11 @@ def nothing_left_on_the_demo_ports():
 
 @pytest.fixture(scope="session")
 def kafka() -> KafkaBroker:
-    broker = KafkaBroker(port=KAFKA_PORT, controller_port=KAFKA_PORT + 1)
+    # A SASL/PLAIN listener beside PLAINTEXT, for tests/test_sasl.py.
+    broker = KafkaBroker(
+        port=KAFKA_PORT, controller_port=KAFKA_PORT + 1, sasl_port=KAFKA_PORT + 2,
+        sasl_users=(SASL_USER,),
+    )  # fmt: skip
     broker.stop()
     shutil.rmtree(broker.home, ignore_errors=True)  # every session starts from empty topics
     broker.start()
@@ -124,7 +129,7 @@ class Topics:
         return replace(self.config, **{**fast, **overrides})
 
     def create(self, partitions: int = 3) -> Topics:
-        create_job_topics(self.broker, self.config, partitions)
+        create_job_topics(self.config, partitions)
         return self
 
 

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from job.config import WriterConfig, parse_args, read_properties
+from job.sql import shaded
 
 # File texts are raw strings, so a
 # backslash in them is a backslash in the file; expected values are what Java's
@@ -58,7 +59,8 @@ def test_multi_line_jaas_config_reaches_every_kafka_connector(tmp_path):
     assert sorted(connectors) == ["reference", "sink", "source", "writer"]
     for name, options in connectors.items():
         assert options["connector"] == "kafka", name
-        assert options["properties.sasl.jaas.config"] == JAAS_CONFIG, name
+        # The connector's jar relocates Kafka's classes: the login module is named there.
+        assert options["properties.sasl.jaas.config"] == shaded(JAAS_CONFIG), name
         assert options["properties.security.protocol"] == "SASL_SSL", name
         assert options["properties.sasl.mechanism"] == "PLAIN", name
     described = parse_args(["--kafka-properties", str(props)]).describe()
@@ -219,3 +221,35 @@ def test_fetches_and_produce_requests_are_batched_unless_the_client_file_says_ot
     assert source_options(told)["properties.fetch.min.bytes"] == "1"
     assert source_options(told)["properties.fetch.max.wait.ms"] == "500"
     assert sink_options(told)["properties.linger.ms"] == "0"
+
+
+def test_the_tools_get_the_same_sasl_and_tls_settings_as_the_jobs():
+    from job.clients import ClientSettingsError, translate
+
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="txn" password="p\\"w";'
+    )
+    settings = translate({
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": jaas, "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/etc/ca.pem", "ssl.endpoint.identification.algorithm": "",
+        "fetch.min.bytes": "1",
+    })  # fmt: skip
+    assert settings == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "txn", "sasl_plain_password": 'p\\"w',
+        "ssl_cafile": "/etc/ca.pem", "ssl_check_hostname": False,
+    }  # fmt: skip
+    with pytest.raises(ClientSettingsError, match="ssl.truststore.type JKS"):
+        translate({"ssl.truststore.location": "/etc/truststore.jks"})
+
+
+def test_the_connector_gets_kafka_classes_under_its_relocated_package():
+    from job.sql import SHADED, with_client_properties
+
+    jaas = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="a";'
+    options = with_client_properties({}, {"sasl.jaas.config": jaas})
+    assert options["properties.sasl.jaas.config"] == SHADED + jaas
+    already = with_client_properties({}, {"sasl.jaas.config": SHADED + jaas})
+    assert already["properties.sasl.jaas.config"] == SHADED + jaas

@@ -1,9 +1,10 @@
 """Configuration: defaults run the demo, every field is an option, secrets stay masked."""
 
 from dataclasses import fields
-from pathlib import Path
 
-from job.config import JobConfig, build_parser, parse_args
+import pytest
+
+from job.config import JobConfig, WriterConfig, build_parser, parse_args
 
 
 def test_defaults_match_the_original_proof_of_concept():
@@ -63,10 +64,16 @@ def test_to_args_round_trips():
     assert JobConfig().to_args() == []
 
 
-def test_readme_documents_every_option():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for f in fields(JobConfig):
-        assert f"`--{f.name.replace('_', '-')}`" in readme, f.name
+def test_the_configuration_doc_is_generated_from_the_options():
+    """docs/configuration.md's tables are what `python -m job.config` writes: every option of
+    both jobs, with the defaults and help of `--help`."""
+    from job.config import CONFIGURATION_DOC, generated_docs
+
+    text = CONFIGURATION_DOC.read_text()
+    assert text == generated_docs(text), "run `python -m job.config` to regenerate"
+    for cls in (JobConfig, WriterConfig):
+        for f in fields(cls):
+            assert f"`--{f.name.replace('_', '-')}`" in text, f.name
 
 
 def test_kafka_properties_reach_every_kafka_connector(tmp_path):
@@ -110,3 +117,27 @@ def test_topics_are_described_once_with_the_reference_topic_compacted():
     reference = specs[config.reference_topic]
     assert (reference.partitions, dict(reference.configs)) == (1, {"cleanup.policy": "compact"})
     assert reference.compose_arg() == "Reference-Services:1:cleanup.policy=compact"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--timeout-s", "-5"], "--timeout-s -5.0: must be a finite number, above 0"),
+        (["--timeout-s", "inf"], "--timeout-s inf: must be a finite number"),
+        (["--timeout-s", "1e12"], "--timeout-s 1000000000000.0: at most"),
+        (["--parallelism", "-3"], "--parallelism -3: must be a finite number, 0 or more"),
+        (["--types", ""], "--types: name at least one type"),
+        (["--types", "TypeA,TypeA"], "a type is named twice"),
+        (["--closed-retention-s", "-1"], "--closed-retention-s -1.0: must be"),
+        (["--kafka-properties", "/no/such/client.properties"], "no such file"),
+        (["--rules-file", "/no/such/rules.yaml"], "no such file"),
+        (["--max-output-bytes", "100"], "--max-output-bytes 100: at least 65536"),
+        (["--timeout-s", "soon"], "argument --timeout-s: invalid float value"),
+    ],
+)
+def test_a_bad_option_value_is_one_line_and_exit_code_2(args, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err

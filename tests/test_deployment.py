@@ -648,9 +648,13 @@ def test_compose_runs_postgres_the_migrations_and_the_writer() -> None:
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     words = [interpolate(w) for w in migrate["command"]]
     assert words[:3] == ["python", "-m", "store"] and words[-1] == "migrate"
-    assert words[words.index("--database-url") + 1] == (
-        f"postgresql://postgres:{password}@postgres:5432/{DATABASE}"
+    # The password from the environment (libpq's PGPASSWORD), not in the command line.
+    assert (
+        words[words.index("--database-url") + 1]
+        == f"postgresql://postgres@postgres:5432/{DATABASE}"
     )
+    assert interpolate(migrate["environment"]["PGPASSWORD"]) == password
+    assert not any(password in w for w in words)
     writer = service("writer-submit")
     assert writer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     args = command_args("writer-submit", "submit-writer")

@@ -66,7 +66,7 @@ def _scenario(hosts, name: str, fault: Callable[[str, JobConfig], tuple[str, flo
         "h" + uuid.uuid4().hex[:8], timeout_s=30, expiry_grace_s=5, idleness_s=30,
         checkpoint_interval_s=2, parallelism=p,
     )  # fmt: skip
-    create_job_topics(hosts.broker, config)
+    create_job_topics(config)
     fault_under_load(hosts, config, name, lambda job_id: fault(job_id, config), TRANSACTIONS,
                      RATE, RECOVERY_BOUND_S)  # fmt: skip
 

@@ -10,16 +10,27 @@ The 10-minute outage is a long scenario: `bin/test --long -m long` (docs/develop
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import time
 
 import pytest
 
+from generator.hostile import hostile_values
+from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from stack.paths import ROOT
 from stack.submit import submit_correlator, submit_writer
-from tests.kit import Load, check_stored_as_emitted, restarts, stack_command, writer_for
+from tests.kit import (
+    Load,
+    check_stored_as_emitted,
+    restarts,
+    stack_command,
+    taskmanager_of,
+    writer_for,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.fault]
 
@@ -118,6 +129,51 @@ def test_postgresql_away_10_s_then_60_s(flink, kafka, postgres, prometheus, topi
 @pytest.mark.long
 def test_postgresql_away_10_minutes(flink, kafka, postgres, prometheus, topics):
     _outages(flink, kafka, postgres, prometheus, topics, [600], rate=20)
+
+
+@pytest.mark.long
+def test_hostile_records_a_10_minute_outage_and_a_killed_taskmanager_at_once(
+    flink, kafka, postgres, prometheus, topics
+):
+    """Everything at once under load: the supervisor running (`stack up`), PostgreSQL away
+    10 minutes, every class of hostile record sent meanwhile, and the writer's TaskManager
+    killed while the database is away. Then every transaction is stored exactly as emitted,
+    the correlator never restarted, and `stack status` is green and exits 0."""
+    config = topics.live(timeout_s=30, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
+    product = Product(flink, kafka, postgres, prometheus, config)
+    product.up()  # the supervisor, which replaces the killed TaskManager
+    plans = load_plans(int(700 * 20), config.types, 0.1, 0.5, random.Random(9))
+    correlator_id = submit_correlator(flink, config)
+    writer_id = submit_writer(flink, product.writer)
+    try:
+        flink.api.wait_until_running(correlator_id)
+        flink.api.wait_until_running(writer_id)
+        with Load(config, plans, 20) as load:
+            time.sleep(10)
+            postgres.stop()
+            with TransactionProducer(config.bootstrap_servers, config.topic_prefix,
+                                     random.Random(10)) as producer:  # fmt: skip
+                for value in hostile_values(random.Random(11)):
+                    producer.send_raw(config.topic_of("TypeB"), value)
+            time.sleep(120)
+            os.kill(taskmanager_of(flink, writer_id), signal.SIGKILL)
+            time.sleep(480)
+            up_s = product.up()
+            back = time.monotonic()
+            load.join()
+        check_stored_as_emitted(config, postgres.url, len(plans), timeout=600)
+        report = product.wait_healthy(timeout=300)
+        assert restarts(flink, correlator_id) == 0
+        print(
+            f"\nPostgreSQL away 10 min with 300 hostile records and the writer's TaskManager "
+            f"killed: `stack up` {up_s:.1f} s, all {len(plans)} transactions stored "
+            f"{time.monotonic() - back:.0f} s after; writer restarts "
+            f"{restarts(flink, writer_id)}; status {report['healthy']}"
+        )
+    finally:
+        for job_id in (correlator_id, writer_id):
+            flink.api.cancel(job_id)
+        postgres.start()
 
 
 def test_a_broker_restart_as_the_writer_sees_it(flink, kafka, postgres, prometheus, topics):

@@ -46,7 +46,7 @@ def test_released_savepoint_restores(version, flink, kafka, tmp_path):
         checkpoint_interval_s=2.0,
         idleness_s=2.0,
     )
-    create_job_topics(kafka, config, scenario.PARTITIONS)
+    create_job_topics(config, scenario.PARTITIONS)
     # The same records at the same offsets: the savepoint's source positions point past them.
     send(kafka.bootstrap, config, [scenario.Sent(**r) for r in manifest["before"]])
     savepoint = shutil.copytree(FIXTURES / version / "savepoint", tmp_path / "savepoint")

@@ -102,7 +102,7 @@ def make(commit: str) -> Path:
             broker.start()
             cluster.start()
             config = fixture_config(broker, version)
-            create_job_topics(broker, config, scenario.PARTITIONS)
+            create_job_topics(config, scenario.PARTITIONS)
             job_id = run_released(code, cluster, config)
             cluster.api.wait_until_running(job_id)
             operators = [v["name"] for v in cluster.api.rest(f"/jobs/{job_id}")["vertices"]]
