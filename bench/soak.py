@@ -38,11 +38,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.procs import rss_bytes
 from generator.hostile import hostile_values
-from generator.outputs import read_topics
 from generator.transactions import load_plans, record_value
 from job.config import JobConfig, WriterConfig
 from job.offsets import behind, stored_offsets, writer_topics
@@ -260,78 +259,105 @@ def sample(platform: Platform, config: JobConfig, writer: WriterConfig, jobs: di
 
 def verify(config: JobConfig, writer: WriterConfig, sender: Sender) -> dict:
     """Output by output: lost, duplicated, wrong parts in Kafka; missing or different rows in
-    PostgreSQL; dead letters and late records against what was sent."""
-    results = [config.aggregated_topic, config.expired_topic]
-    outputs = read_topics(
-        config.bootstrap_servers, results, timeout_s=1800, idle_s=10, decode=False
-    )
-    seen: dict[str, list[tuple[dict, str]]] = {}
-    for record in outputs:
-        text = record.value.decode()
-        document = json.loads(text)
-        seen.setdefault(document["transaction"], []).append((document, text))
-    duplicated = [tx for tx, records in seen.items() if len(records) > 1]
+    PostgreSQL; dead letters and late records against what was sent. The outputs are read
+    in a stream and checked against PostgreSQL in chunks, so hours of them fit in memory."""
     # What each transaction's output holds: its parts Kafka took, but those sent late.
     expected = {tx: types - sender.late.get(tx, set()) for tx, types in sender.delivered.items()}
+    seen: set[str] = set()
+    found = {"duplicated": [], "wrong": [], "unknown": [], "not_stored": [], "different": []}
+    chunk: dict[str, tuple[dict, str]] = {}
+    outputs = 0
+    with db.connect(writer.database_url) as conn:
+        results = [config.aggregated_topic, config.expired_topic]
+        for value in committed_values(config.bootstrap_servers, results):
+            outputs += 1
+            text = value.decode()
+            document = json.loads(text)
+            tx = document["transaction"]
+            if tx in seen:
+                found["duplicated"].append(tx)
+            seen.add(tx)
+            if tx not in expected:
+                found["unknown"].append(tx)
+            elif set(document["types"]) != expected[tx]:
+                found["wrong"].append(tx)
+            chunk[tx] = (document, text)
+            if len(chunk) >= 5_000:
+                _check_rows(conn, chunk, found)
+                chunk = {}
+        _check_rows(conn, chunk, found)
     lost = [tx for tx, types in expected.items() if types and tx not in seen]
-    wrong = [
-        tx for tx, records in seen.items()
-        if tx in expected and set(records[-1][0]["types"]) != expected[tx]
-    ]  # fmt: skip
-    unknown = [tx for tx in seen if tx not in expected]
-    not_stored, different = _check_rows(writer, {tx: r[-1] for tx, r in seen.items()})
-    letters = read_topics(config.bootstrap_servers, [config.dead_letter_topic], timeout_s=600,
-                          idle_s=10, decode=False)  # fmt: skip
-    late = read_topics(config.bootstrap_servers, [config.late_topic], timeout_s=600, idle_s=10,
-                       decode=False)  # fmt: skip
     return {
         "transactions_sent": len(expected),
-        "outputs": len(outputs),
+        "outputs": outputs,
         "lost": len(lost),
-        "duplicated": len(duplicated),
-        "wrong_parts": len(wrong),
-        "unknown": len(unknown),
-        "not_stored": len(not_stored),
-        "stored_differently": len(different),
-        "dead_letters": len(letters),
+        "duplicated": len(found["duplicated"]),
+        "wrong_parts": len(found["wrong"]),
+        "unknown": len(found["unknown"]),
+        "not_stored": len(found["not_stored"]),
+        "stored_differently": len(found["different"]),
+        "dead_letters": sum(
+            1 for _ in committed_values(config.bootstrap_servers, [config.dead_letter_topic])
+        ),  # fmt: skip
         "malformed_sent": sender.malformed,
-        "late_records": len(late),
+        "late_records": sum(
+            1 for _ in committed_values(config.bootstrap_servers, [config.late_topic])
+        ),  # fmt: skip
         "late_parts_sent": sum(len(t) for t in sender.late.values()),
         "send_failures": sender.failed,
-        "examples": {
-            "lost": lost[:5],
-            "duplicated": duplicated[:5],
-            "wrong": wrong[:5],
-            "not_stored": not_stored[:5],
-            "different": different[:5],
-        },  # fmt: skip
+        "examples": {"lost": lost[:5], **{k: v[:5] for k, v in found.items()}},
     }
 
 
-def _check_rows(writer: WriterConfig, latest: dict[str, tuple[dict, str]]):
-    not_stored, different = [], []
-    ids = list(latest)
-    with db.connect(writer.database_url) as conn:
-        for start in range(0, len(ids), 5_000):
-            chunk = ids[start : start + 5_000]
-            rows = {
-                r["transaction"]: r
-                for r in conn.execute(
-                    'SELECT "transaction", aggregate, aggregate_text FROM transactions'
-                    ' WHERE "transaction" = ANY(%s)',
-                    (chunk,),
-                )
-            }
-            for tx in chunk:
-                document, text = latest[tx]
-                row = rows.get(tx)
-                if row is None:
-                    not_stored.append(tx)
-                elif (row["aggregate_text"] or None) not in (None, text) or (
-                    row["aggregate_text"] is None and row["aggregate"] != document
-                ):
-                    different.append(tx)
-    return not_stored, different
+def committed_values(bootstrap: str, topics: list[str]):
+    """Every committed record's value on the topics, up to their ends as of now (a stream)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, max_partition_fetch_bytes=4 * 2**20,
+    )  # fmt: skip
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        idle_since = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            batch = consumer.poll(timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    yield record.value
+            if batch:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 60:
+                break  # only markers left before the ends
+    finally:
+        consumer.close()
+
+
+def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]) -> None:
+    """Each transaction of the chunk stored exactly as emitted: its row's `aggregate`, or
+    `aggregate_text` for a record jsonb cannot hold."""
+    rows = {
+        r["transaction"]: r
+        for r in conn.execute(
+            'SELECT "transaction", aggregate, aggregate_text FROM transactions'
+            ' WHERE "transaction" = ANY(%s)',
+            (list(chunk),),
+        )
+    }
+    for tx, (document, text) in chunk.items():
+        row = rows.get(tx)
+        if row is None:
+            found["not_stored"].append(tx)
+        elif (
+            row["aggregate_text"] is not None
+            and row["aggregate_text"] != text
+            or row["aggregate_text"] is None
+            and row["aggregate"] != document
+        ):
+            found["different"].append(tx)
 
 
 def run(settings: SoakSettings, platform: Platform) -> dict:

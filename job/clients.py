@@ -26,13 +26,18 @@ SAME = {
 _JAAS_OPTION = re.compile(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
+# For commands that must answer soon (`stack status`, `stack check`): a broker that does not
+# answer within seconds counts as away, instead of Kafka's 30 s per client.
+QUICK = {"bootstrap_timeout_ms": 5_000, "request_timeout_ms": 15_000}
+
+
 class ClientSettingsError(ValueError):
     """A client setting the tools cannot use; the message names it and the fix."""
 
 
-def kafka_settings(bootstrap_servers: str, properties_file: str = "") -> dict:
-    """kafka-python keyword arguments for any client of the tools."""
-    settings: dict = {"bootstrap_servers": bootstrap_servers}
+def kafka_settings(bootstrap_servers: str, properties_file: str = "", **extra) -> dict:
+    """kafka-python keyword arguments for any client of the tools (`extra` as they are)."""
+    settings: dict = {"bootstrap_servers": bootstrap_servers, **extra}
     if properties_file:
         settings.update(translate(read_properties(Path(properties_file))))
     return settings

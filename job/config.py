@@ -312,7 +312,9 @@ class WriterConfig:
             "no password here: see --database-password-env"
         },
     )
-    database_user: str = field(default="postgres", metadata={"help": "database user"})
+    database_user: str = field(
+        default="postgres", metadata={"help": "database user, where --database-url names none"}
+    )
     database_password_env: str = field(
         default="TXN_DB_PASSWORD",
         metadata={"help": "environment variable that holds the database password, if any"},

@@ -424,12 +424,9 @@ class Correlate(KeyedBroadcastProcessFunction):
         says closed): metrics, timers, the progress tombstone. A failure here costs at most
         the tombstone (the final row replaces the open one in PostgreSQL anyway)."""
         closing: list[Output] = []
-
-        def count_and_close() -> None:
-            self._count_emitted(output)
-            closing.extend(self._after_close(ctx))
-
-        self._bookkeeping(count_and_close)
+        # Timers and state first: a failing metric must not leave them behind.
+        self._bookkeeping(lambda: closing.extend(self._after_close(ctx)))
+        self._bookkeeping(self._count_emitted, output)
         return closing
 
     def _count_later(self, now: int, ctx) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -20,9 +21,13 @@ from job.storage import REFUSED, Coordinates, Diverted, Row, classify, transient
 
 log = logging.getLogger(__name__)
 
-# How long a connection attempt may take, and how soon a silent server is given up on
-# (TCP keepalives; tcp_user_timeout for unacknowledged data), so that a write never blocks
-# the writer's task for long, however the database went away.
+# How long a connection attempt may take, how soon a silent server is given up on (TCP
+# keepalives; tcp_user_timeout for unacknowledged data), and how long one statement may run
+# or wait for a lock (a row another session holds, a migration's ALTER TABLE): a write
+# never blocks the writer's task for long, however the database went away or stalls, so
+# checkpoints go on and a cancel is never held up (Flink's cancellation watchdog exits the
+# TaskManager after 180 s). Both timeouts are failures of the database's (SQLSTATE 57014,
+# 55P03): the chunk waits and is tried again.
 CONNECTION = {
     "connect_timeout": 5,
     "keepalives": 1,
@@ -30,6 +35,7 @@ CONNECTION = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
+    "options": "-c statement_timeout=30000 -c lock_timeout=10000",
     "application_name": "txn-correlator-writer",
 }
 
@@ -67,6 +73,11 @@ class Written:
 def libpq_url(url: str) -> str:
     """A libpq URL; `jdbc:postgresql://...` (the writer's form before 2026-12) works too."""
     return url.removeprefix("jdbc:")
+
+
+def user_for(url: str, user: str) -> str | None:
+    """The user to connect as: the URL's own if it names one, else `--database-user`."""
+    return None if urlsplit(libpq_url(url)).username else user
 
 
 class Database:
@@ -135,8 +146,8 @@ class Database:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(
-                    self.url, user=self.user, password=self.password, autocommit=True,
-                    **CONNECTION,
+                    self.url, user=user_for(self.url, self.user), password=self.password,
+                    autocommit=True, **CONNECTION,
                 )  # fmt: skip
             except psycopg.Error as error:
                 raise Unavailable(_describe(error)) from error

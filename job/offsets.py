@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import psycopg
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -19,7 +20,7 @@ from kafka.errors import KafkaError
 
 from job.clients import kafka_settings
 from job.config import WriterConfig
-from job.database import CONNECTION, libpq_url
+from job.database import CONNECTION, libpq_url, user_for
 
 Partition = tuple[str, int]
 
@@ -27,7 +28,8 @@ Partition = tuple[str, int]
 def stored_offsets(url: str, user: str, password: str | None, group: str) -> dict[Partition, int]:
     """The last offset per (topic, partition) that the writer of `group` stored."""
     settings = {k: v for k, v in CONNECTION.items() if k != "application_name"}
-    with psycopg.connect(libpq_url(url), user=user, password=password, **settings) as conn:
+    login = {"user": user_for(url, user), "password": password}
+    with psycopg.connect(libpq_url(url), **login, **settings) as conn:
         rows = conn.execute(
             'SELECT topic, "partition", "offset" FROM writer_offsets WHERE group_id = %s',
             (group,),
@@ -70,11 +72,22 @@ def rewind_group(config: WriterConfig, password: str | None) -> dict[Partition, 
                 targets[tp] = after + 1
         if not targets:
             return {}
-        result = admin.reset_group_offsets(config.group_id, targets)
+        result = _retrying(lambda: _reset(admin, group, targets))
         return {(tp.topic, tp.partition): r["offset"] for tp, r in result.items()}
     finally:
         consumer.close()
         admin.close()
+
+
+def _reset(admin: KafkaAdminClient, group: str, targets: dict) -> dict:
+    """The group's offsets reset; raises the first partition's error (kafka-python answers
+    errors per partition rather than raising)."""
+    result = admin.reset_group_offsets(group, targets)
+    for tp, answer in result.items():
+        error = answer.get("error")
+        if error is not None and getattr(error, "errno", 0):
+            raise error(f"resetting {tp.topic}/{tp.partition} of group {group}")
+    return result
 
 
 def _retrying(call, seconds: float = 30):
@@ -90,45 +103,61 @@ def _retrying(call, seconds: float = 30):
             time.sleep(1)
 
 
-def behind(
+@dataclass(frozen=True)
+class Backlog:
+    """A partition's committed records after the last one the writer stored."""
+
+    records: int  # an upper bound (its offsets) when the gap is over the reading cap
+    oldest_ms: int | None  # the Kafka timestamp of the first of them; None: none waits
+
+
+def backlog(
     bootstrap: str,
     topics: list[str],
     stored: dict[Partition, int],
     cap: int = 10_000,
     kafka_properties: str = "",
-) -> int:
-    """Committed records on `topics` after the last stored offset of their partition (all
-    of a partition with none stored): what the writer has yet to store. Transaction markers
-    take offsets but are no records, so they are counted by reading: up to `cap` offsets
-    per partition; a longer gap counts as its offsets, an upper bound."""
+    **client,
+) -> dict[Partition, Backlog]:
+    """What the writer has yet to store, per partition of `topics`: the committed records
+    after the last stored offset (all of a partition with none stored), and how old the
+    first of them is. Transaction markers take offsets but are no records, so records are
+    counted by reading, up to `cap` offsets per partition."""
     consumer = KafkaConsumer(
-        **kafka_settings(bootstrap, kafka_properties),
+        **kafka_settings(bootstrap, kafka_properties, **client),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
     try:
-        total = 0
+        found = {}
         tps = partitions(consumer, topics)
         ends = consumer.end_offsets(tps)
         starts = consumer.beginning_offsets(tps)
         for tp in tps:
             first = max(stored.get((tp.topic, tp.partition), -1) + 1, starts[tp])
-            if ends[tp] - first > cap:
-                total += ends[tp] - first
-            elif ends[tp] > first:
-                total += _records_between(consumer, tp, first, ends[tp])
-        return total
+            if ends[tp] > first:
+                found[(tp.topic, tp.partition)] = _read_gap(consumer, tp, first, ends[tp], cap)
+        return found
     finally:
         consumer.close()
 
 
-def _records_between(consumer: KafkaConsumer, tp: TopicPartition, first: int, end: int) -> int:
+def _read_gap(consumer, tp: TopicPartition, first: int, end: int, cap: int) -> Backlog:
     consumer.assign([tp])
     consumer.seek(tp, first)
-    count = 0
+    count, oldest = 0, None
     deadline = time.monotonic() + 5
     # Markers and aborted records advance the position without being returned.
-    while consumer.position(tp) < end and time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=500).get(tp, [])
-        count += sum(1 for r in batch if r.offset < end)
-    return count
+    while consumer.position(tp) < min(end, first + cap) and time.monotonic() < deadline:
+        for record in consumer.poll(timeout_ms=500).get(tp, []):
+            if record.offset < end:
+                count += 1
+                oldest = record.timestamp if oldest is None else oldest
+    if end - first > cap:
+        count = end - first
+    return Backlog(count, oldest)
+
+
+def behind(bootstrap: str, topics: list[str], stored: dict[Partition, int], **options) -> int:
+    """How many records the writer has yet to store, over all partitions of `topics`."""
+    return sum(b.records for b in backlog(bootstrap, topics, stored, **options).values())

@@ -71,6 +71,7 @@ NOT_JSON = "not_json"
 NOT_OBJECT = "not_object"
 NO_TRANSACTION = "no_transaction"
 BAD_TRANSACTION = "bad_transaction"
+BAD_KIND = "bad_kind"  # a kind over MAX_KIND_BYTES, or with U+0000
 NOT_STRICT_JSON = "not_strict_json"
 DUPLICATE = "duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug or a failing hook: the job's fault, not the input's
@@ -106,6 +107,9 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # 2,700 bytes and whose text holds no U+0000. A longer id, or one with U+0000, is a dead
 # letter `bad_transaction` with its bytes, at the door, instead of a row the store refuses.
 MAX_ID_BYTES = 1024
+# The longest kind name (`--kind-field`): every output names its transaction's kind, so a
+# kind of any length would make outputs too large for Kafka (job/sizes.py).
+MAX_KIND_BYTES = 256
 
 
 def id_problem(transaction: str) -> str | None:
@@ -187,9 +191,12 @@ def parse(
     if problem is not None:
         return dead(BAD_TRANSACTION, problem)
     kind = value.get(kind_field) if kind_field else None
-    return Event(
-        transaction, record_type, text, source, kind if isinstance(kind, str) and kind else None
-    )
+    kind = kind if isinstance(kind, str) and kind else None
+    if kind is not None and (len(kind.encode("utf-8", "surrogatepass")) > MAX_KIND_BYTES
+                             or "\x00" in kind):  # fmt: skip
+        return dead(BAD_KIND, f"'{kind_field}' is no kind name: over {MAX_KIND_BYTES} bytes, "
+                    "or with U+0000")  # fmt: skip
+    return Event(transaction, record_type, text, source, kind)
 
 
 def keyed(result: Event | DeadLetter, key: str) -> Event | DeadLetter:

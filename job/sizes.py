@@ -36,6 +36,11 @@ _DROPPABLE: dict[Outcome, tuple[str, ...]] = {
 }
 
 
+# What an output keeps if even leaving its copies of input out is not enough.
+_KEPT = ("transaction", "status", "reason", "type", "final_status", "topic", "partition",
+         "offset", "timestamp", "types", "missing", "sources")  # fmt: skip
+
+
 def size(output: Output) -> int:
     """Bytes of the record's key and value (both ASCII JSON)."""
     return len(output.key or "") + len(output.value or "")
@@ -56,7 +61,6 @@ def fit(output: Output, limit: int, topic_of: Callable[[str], str]) -> Output:
         omitted["parts_at"] = {
             t: {"topic": topic_of(t), **at} for t, at in document.get("sources", {}).items()
         }
-    value = output.value
     for name in _DROPPABLE[output.kind]:
         if document.get(name) is None:
             continue
@@ -64,5 +68,9 @@ def fit(output: Output, limit: int, topic_of: Callable[[str], str]) -> Output:
         omitted["fields"].append(name)
         value = to_json({**document, "omitted": omitted})
         if len(output.key or "") + len(value) <= limit:
-            break
-    return replace(output, value=value)
+            return replace(output, value=value)
+    # Still too large (the ids and kinds the job accepts keep this from happening): only the
+    # fields that say what and where, whose size the job bounds.
+    omitted["fields"] = sorted(set(document) - set(_KEPT))
+    stub = {k: document[k] for k in _KEPT if k in document}
+    return replace(output, key=None, value=to_json({**stub, "omitted": omitted}))

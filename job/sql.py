@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from sql import FILES
 
 
 def sql_text(name: str) -> str:
-    return (SQL_DIR / name).read_text()
+    """A file of the `sql` package (the repository's sql/, or the installed package's)."""
+    return (FILES / name).read_text()
 
 
 def render(name: str, **values: str) -> str:

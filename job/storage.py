@@ -21,6 +21,7 @@ emitted in `aggregate_text`, which is null for every other row.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from job.records import NotStrictJson, id_problem, printable, strict_loads
@@ -31,6 +32,7 @@ NOT_STRICT_JSON = "not_strict_json"  # NaN, Infinity, a lone surrogate, ...
 NOT_AN_OUTPUT = "not_an_output"  # JSON, but not a record of the correlator
 UNSTORABLE_ID = "unstorable_id"  # U+0000 in the id, or longer than the key can hold
 REFUSED = "refused"  # PostgreSQL refused the row; the detail is its SQLSTATE and message
+INTERNAL_ERROR = "internal_error"  # the writer could not place it (a bug): kept here
 
 STATUSES = ("open", "complete", "expired")
 _BIGINT = (-(2**63), 2**63 - 1)
@@ -74,7 +76,16 @@ class Diverted:
 
 
 def classify(value: bytes | None, at: Coordinates) -> Row | Diverted | None:
-    """The place of one record: a row, a diversion, or None (a tombstone). Never raises."""
+    """The place of one record: a row, a diversion, or None (a tombstone). Never raises: a
+    record it cannot place (a bug) is diverted `internal_error`, so it holds nothing up."""
+    try:
+        return _classify(value, at)
+    except Exception as error:  # noqa: BLE001 - no record may stop the writer
+        detail = printable(f"{type(error).__name__}: {error}")[:200]
+        return Diverted(at, INTERNAL_ERROR, detail, value)
+
+
+def _classify(value: bytes | None, at: Coordinates) -> Row | Diverted | None:
     if value is None:
         return None
     try:
@@ -153,14 +164,11 @@ def to_row(document: dict, text: str) -> Row:
 
 
 def without_nul(value: object) -> object:
-    """`value` with U+0000 read as U+FFFD in every string and key (jsonb holds no U+0000)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    return value
+    """`value` with U+0000 read as U+FFFD in every string and key (jsonb holds no U+0000).
+    Through JSON's own text, not recursion: the parser takes nesting that deep recursion in
+    Python would not."""
+    text = json.dumps(value)  # ASCII: U+0000 is the escape \u0000, a backslash before it
+    return json.loads(re.sub(r"(?<!\\)((?:\\\\)*)\\u0000", r"\1\\ufffd", text))
 
 
 # SQLSTATE classes of a row that PostgreSQL refuses: data exceptions (bad text, a character

@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--rpc-port", type=int, default=6123, help="Flink JobManager RPC port")
     parser.add_argument("--postgres-port", type=int, default=5432)
+    parser.add_argument(
+        "--database-url",
+        help="status, submit-writer: the product's PostgreSQL (libpq URL; default: the local "
+        "one on --postgres-port); its password from TXN_DB_PASSWORD or PGPASSWORD",
+    )
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
         "--taskmanagers", type=int, default=2, help="one slot each: correlator + writer"
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         rest_address=args.rest_address,
     )  # fmt: skip
     database = PostgresServer(port=args.postgres_port)
+    database_url = args.database_url or database.url
     prometheus = PrometheusServer(port=args.prometheus_port)
     if args.command == "supervise":
         print(f"supervising {cluster.taskmanagers} TaskManager(s) of {cluster.url}", flush=True)
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster.supervise()
         return
     if args.command == "submit-writer":
-        config = parse_args(["--database-url", database.url, *args.job_args], WriterConfig)
+        config = parse_args(["--database-url", database_url, *args.job_args], WriterConfig)
         job_id = submit_writer(cluster, config, args.from_savepoint, args.allow_non_restored_state)
         print(f"submitted job {job_id}; web UI on {cluster.url}")
         return
@@ -196,12 +202,10 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(home, ignore_errors=True)
             print("deleted their data")
     else:
-        writer = WriterConfig.for_job(job, database_url=database.url)
+        writer = WriterConfig.for_job(job, database_url=database_url)
         report = status.collect(status.Product(cluster, job, writer, cluster.taskmanagers))
-        report["kafka"] = broker.bootstrap if broker.running() else None
-        report["postgres"] = database.url if database.running() else None
         if report.get("counters") is not None:
-            report["open"] = report["postgres"] and status.open_transactions(database.url)
+            report["open"] = status.open_transactions(database_url)
         print(json.dumps(report, indent=2) if args.json else status.render(report))
         sys.exit(0 if report["healthy"] else 1)
 
@@ -218,9 +222,8 @@ def lifecycle_command(args, cluster: FlinkCluster | HostsCluster, job: JobConfig
         cluster.api.cancel(job_id)
         print(f"cancelled {name} ({job_id})")
     elif args.command == "stop" and not args.savepoint:
-        cluster.api.rest(f"/jobs/{job_id}/stop", method="POST", body={"drain": False})
-        cluster.api.wait_for_state(job_id, lifecycle.ENDED)
-        print(f"stopped {name} ({job_id})")
+        # Flink stops a job only after a savepoint; without one, it is a cancel.
+        raise SystemExit("stack stop: say --savepoint (or `stack cancel`, with no savepoint)")
     else:
         stop = args.command == "stop"
         path = lifecycle.take(cluster.api, job_id, name, cluster.savepoints, stop=stop)

@@ -138,9 +138,13 @@ class FlinkCluster:
         """Restarts crashed TaskManagers as they die, as Kubernetes would restart a pod, until
         `stop()` is true (forever by default; SIGTERM or Ctrl-C ends it)."""
         while stop is None or not stop():
-            started = self.replace_dead_taskmanagers()
+            stamp = time.strftime("%H:%M:%S")
+            try:
+                started = self.replace_dead_taskmanagers()
+            except Exception as error:  # noqa: BLE001 - a bad round must not end supervision
+                print(f"{stamp} could not start TaskManagers, trying again: {error}", flush=True)
+                started = 0
             if started:
-                stamp = time.strftime("%H:%M:%S")
                 print(f"{stamp} restarted {started} crashed TaskManager(s)", flush=True)
             time.sleep(interval_s)
 

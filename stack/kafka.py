@@ -245,18 +245,23 @@ def create_job_topics(config, partitions: int | None = None) -> list[str]:
         }  # fmt: skip
         if new:
             admin.create_topics(new, raise_errors=False, wait_for_metadata=True)
+            missing = set(new) - set(admin.list_topics())
+            if missing:
+                raise RuntimeError(f"topics not created on {config.bootstrap_servers}: "
+                                   f"{', '.join(sorted(missing))}")  # fmt: skip
         return list(new)
     finally:
         admin.close()
 
 
 def consumer_lag(
-    bootstrap: str, group: str, topics: list[str], kafka_properties: str = ""
+    bootstrap: str, group: str, topics: list[str], kafka_properties: str = "", **client
 ) -> dict[str, int | None]:
-    """Records per topic that the group has not committed yet (None: nothing committed)."""
+    """Records per topic that the group has not committed yet (None: nothing committed);
+    `client`: more kafka-python settings (timeouts)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    settings = kafka_settings(bootstrap, kafka_properties)
+    settings = kafka_settings(bootstrap, kafka_properties, **client)
     admin = KafkaAdminClient(**settings)
     consumer = KafkaConsumer(**settings, enable_auto_commit=False)
     try:

@@ -14,18 +14,17 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from job.clients import ClientSettingsError, kafka_settings
+from job.clients import QUICK, ClientSettingsError, kafka_settings
 from job.config import EXACTLY_ONCE, JobConfig
 
-BROKER_TIMEOUT_MS = 10_000
 TOPICS_COMMAND = "python -m stack topics -- <the job's options>"
 
 
 def problems(config: JobConfig) -> list[str]:
     """What is wrong with the broker and topics the job's options name, one line each."""
     try:
-        settings = kafka_settings(config.bootstrap_servers, config.kafka_properties)
-        admin = KafkaAdminClient(**settings, request_timeout_ms=BROKER_TIMEOUT_MS)
+        settings = kafka_settings(config.bootstrap_servers, config.kafka_properties, **QUICK)
+        admin = KafkaAdminClient(**settings)
     except ClientSettingsError as error:
         return [f"--kafka-properties {config.kafka_properties}: {error}"]
     except KafkaError as error:

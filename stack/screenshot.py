@@ -55,7 +55,7 @@ def screenshot(url: str, out: Path, size: str = "1600,1000", wait_ms: int = 6000
 def status_text(cluster: FlinkCluster, database: PostgresServer, job_args: list[str]) -> str:
     """What `python -m stack status` prints for the correlator of these options."""
     config = parse_args(job_args)
-    report = status.collect(cluster, config)
+    report = status.collect(status.Product(cluster, config, None, cluster.taskmanagers))
     if report.get("counters") is not None:
         report["open"] = status.open_transactions(database.url)
     return status.render(report)

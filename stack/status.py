@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from kafka.errors import KafkaError
 
+from job.clients import QUICK
 from job.config import JobConfig, WriterConfig
 from job.metrics import COUNTERS, LATE_OF_TYPE, MISSING, RECORDS_IN
-from job.offsets import behind, stored_offsets, writer_topics
+from job.offsets import backlog, stored_offsets, writer_topics
 from stack.kafka import consumer_lag
 from store import db
 
@@ -27,7 +28,8 @@ from store import db
 # STALE_MIN_S) is unhealthy: its output has stopped becoming visible.
 STALE_INTERVALS = 3
 STALE_MIN_S = 60
-# A writer that stored nothing for this long while records wait for it is unhealthy.
+# A record of the output topics not stored this long after it was emitted is a problem: the
+# writer stalled on its partition, or the database is away.
 WRITER_IDLE_S = 60
 
 
@@ -160,15 +162,17 @@ def _correlator(product: Product, status: dict) -> None:
     status["late"] = dict(db.ranked(_per_type(correlate, LATE_OF_TYPE, config)))
     try:
         status["consumer_lag"] = consumer_lag(
-            config.bootstrap_servers, config.group_id, config.input_topics, config.kafka_properties
-        )
+            config.bootstrap_servers, config.group_id, config.input_topics,
+            config.kafka_properties, **QUICK,
+        )  # fmt: skip
     except KafkaError as error:
         status["consumer_lag"] = None
         status["problems"].append(f"Kafka at {config.bootstrap_servers} not reachable: {error}")
 
 
 def _writer(product: Product, status: dict) -> None:
-    """How far behind the output topics the table is, and what was diverted."""
+    """How far behind the output topics the table is, what was diverted, and whether any
+    partition's records wait too long (the writer stalled there, or the database is away)."""
     writer = product.writer
     report: dict = {"database": "reachable"}
     status["writer"] = report
@@ -184,21 +188,26 @@ def _writer(product: Product, status: dict) -> None:
         status["problems"].append(f"PostgreSQL not reachable: {_one_line(error)}")
         return
     try:
-        report["behind"] = behind(
+        waiting = backlog(
             writer.bootstrap_servers, writer_topics(writer), stored,
-            kafka_properties=writer.kafka_properties,
+            kafka_properties=writer.kafka_properties, **QUICK,
         )  # fmt: skip
     except KafkaError as error:
         report["behind"] = None
         status["problems"].append(f"Kafka at {writer.bootstrap_servers} not reachable: {error}")
         return
-    idle_s = None if last_stored is None else round(time.time() - last_stored.timestamp())
-    report["last_stored_s_ago"] = idle_s
-    if report["behind"] and (idle_s is None or idle_s > WRITER_IDLE_S):
-        since = "ever" if idle_s is None else f"{idle_s} s"
-        status["problems"].append(
-            f"writer: {report['behind']} record(s) wait, nothing stored for {since}"
-        )
+    report["behind"] = sum(b.records for b in waiting.values())
+    report["last_stored_s_ago"] = (
+        None if last_stored is None else round(time.time() - last_stored.timestamp())
+    )
+    now_ms = time.time() * 1000
+    for (topic, partition), gap in sorted(waiting.items()):
+        age_s = (now_ms - gap.oldest_ms) / 1000 if gap.oldest_ms is not None else 0
+        if age_s > WRITER_IDLE_S:
+            status["problems"].append(
+                f"writer: {gap.records} record(s) of {topic}/{partition} wait, the oldest "
+                f"for {age_s:.0f} s"
+            )
 
 
 def _one_line(error: BaseException) -> str:

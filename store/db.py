@@ -10,14 +10,14 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
 from job.config import redacted
+from sql import FILES
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+MIGRATIONS = FILES / "migrations"  # the `sql` package's, so a wheel carries them
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -46,7 +46,8 @@ def migrate(url: str) -> list[str]:
             " (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
         done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
-        for path in sorted(MIGRATIONS.glob("*.sql")):
+        for path in sorted((m for m in MIGRATIONS.iterdir() if m.name.endswith(".sql")),
+                           key=lambda m: m.name):  # fmt: skip
             if path.name not in done:
                 conn.execute(path.read_text())
                 conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))

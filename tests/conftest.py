@@ -25,7 +25,6 @@ KAFKA_PORT = 19092
 FLINK_REST_PORT = 18081
 POSTGRES_PORT = 15432
 PROMETHEUS_PORT = 19090
-SASL_USER = ("txn", "txn-sasl-secret")
 
 
 def pytest_addoption(parser):
@@ -59,11 +58,7 @@ def nothing_left_on_the_demo_ports():
 
 @pytest.fixture(scope="session")
 def kafka() -> KafkaBroker:
-    # A SASL/PLAIN listener beside PLAINTEXT, for tests/test_sasl.py.
-    broker = KafkaBroker(
-        port=KAFKA_PORT, controller_port=KAFKA_PORT + 1, sasl_port=KAFKA_PORT + 2,
-        sasl_users=(SASL_USER,),
-    )  # fmt: skip
+    broker = KafkaBroker(port=KAFKA_PORT, controller_port=KAFKA_PORT + 1)
     broker.stop()
     shutil.rmtree(broker.home, ignore_errors=True)  # every session starts from empty topics
     broker.start()

@@ -86,6 +86,9 @@ K8S_EXTRA_KEYS = {
     "s3.endpoint",
     "s3.path.style.access",
     "s3.use-instance-credentials",
+    # The operator's own: periodic savepoints and how many it keeps.
+    "kubernetes.operator.periodic.savepoint.interval",
+    "kubernetes.operator.savepoint.history.max.count",
 }
 # Broker settings of stack/kafka.py that are addresses or paths of the local machine.
 KAFKA_ADDRESS_SETTINGS = {
@@ -440,7 +443,10 @@ def test_kubernetes_flink_configuration_keeps_every_setting_of_flink_conf() -> N
         if key not in OPERATOR_KEYS:
             assert k8s.get(key) == value, f"flinkConfiguration {key} differs from flink-conf"
     assert set(k8s) - set(local) <= K8S_EXTRA_KEYS, "an unexplained key in flinkConfiguration"
-    assert spec["jobManager"]["resource"]["memory"] == local["jobmanager.memory.process.size"]
+    # In application mode the JobManager also runs the Python client that plans the job,
+    # which the local session cluster's JobManager does not: 2 GiB there, as the operator's
+    # PyFlink example gives it.
+    assert spec["jobManager"]["resource"]["memory"] == "2048m"
     assert spec["taskManager"]["resource"]["memory"] == local["taskmanager.memory.process.size"]
     assert k8s["python.executable"] == k8s["python.client.executable"] == image_python()
 
@@ -913,3 +919,81 @@ def test_kubernetes_keeps_state_in_s3_as_the_hosts_do() -> None:
     assert env["ENABLE_BUILT_IN_PLUGINS"]["value"].startswith(f"{plugin}-")
     for variable in CREDENTIAL_VARIABLES:
         assert "secretKeyRef" in env[variable]["valueFrom"], variable
+
+
+# --- Kubernetes: the writer like the correlator, reference data, metrics, migrations -------
+
+DIRS = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir",
+        "high-availability.storageDir")  # fmt: skip
+
+
+def test_the_writer_deployment_has_the_correlators_settings_and_object_store() -> None:
+    """Both FlinkDeployments would start: the same cluster settings, S3 plugin, endpoint and
+    credentials (the writer's folders its own), and JobManagers sized for Python."""
+    correlator, (writer,) = flink_deployment(), k8s_documents("writer-deployment.yaml")
+    mine, its = correlator["spec"], writer["spec"]
+    assert {k: v for k, v in its["flinkConfiguration"].items() if k not in DIRS} == {
+        k: v for k, v in mine["flinkConfiguration"].items() if k not in DIRS
+    }
+    for key in DIRS:
+        assert its["flinkConfiguration"][key].startswith("s3://txn-correlator/writer/"), key
+    env = {e["name"]: e for e in its["podTemplate"]["spec"]["containers"][0]["env"]}
+    env_correlator = {e["name"]: e for e in mine["podTemplate"]["spec"]["containers"][0]["env"]}
+    for name in ("ENABLE_BUILT_IN_PLUGINS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name] == env_correlator[name], name
+    for spec in (mine, its):
+        assert spec["jobManager"]["resource"]["memory"] == "2048m"
+        conf = spec["flinkConfiguration"]
+        assert conf["kubernetes.operator.periodic.savepoint.interval"]
+        assert spec["job"]["upgradeMode"] == "savepoint"
+
+
+def test_both_deployments_mount_the_reference_data_and_rules_of_the_repository() -> None:
+    (configmap,) = k8s_documents("reference-configmap.yaml")
+    name = configmap["metadata"]["name"]
+    for file in ("services.yaml", "rules.yaml"):
+        assert configmap["data"][file] == (ROOT / "reference" / file).read_text(), file
+    for document in (flink_deployment(), *k8s_documents("writer-deployment.yaml")):
+        pod = document["spec"]["podTemplate"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["configMap"]["name"] == name]
+        (mount,) = pod["containers"][0]["volumeMounts"]
+        assert (mount["name"], mount["mountPath"]) == (
+            volume["name"],
+            f"{image_app_dir()}/reference",
+        )
+    migrate, reference = k8s_documents("jobs.yaml")
+    command = reference["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "generator.reference"]
+    assert command[3].startswith(f"{image_app_dir()}/reference/")
+
+
+def test_the_migration_job_reads_the_writers_database_with_the_password_from_its_secret() -> None:
+    migrate, _ = k8s_documents("jobs.yaml")
+    (container,) = migrate["spec"]["template"]["spec"]["containers"]
+    words = container["command"]
+    assert words[:3] == ["python", "-m", "store"] and words[-1] == "migrate"
+    url = words[words.index("--database-url") + 1]
+    (writer,) = k8s_documents("writer-deployment.yaml")
+    writer_args = [str(a) for a in writer["spec"]["job"]["args"]]
+    config = parse_args(writer_args[2:], WriterConfig)
+    assert url.split("@", 1)[1] == config.database_url.split("://", 1)[1]
+    assert ":" not in url.split("://", 1)[1].split("@")[0], "no password in the command line"
+    env = {e["name"]: e for e in container["env"]}
+    writer_env = {
+        e["name"]: e for e in writer["spec"]["podTemplate"]["spec"]["containers"][0]["env"]
+    }
+    assert env["PGPASSWORD"]["valueFrom"] == writer_env[config.database_password_env]["valueFrom"]
+
+
+def test_the_pod_monitor_scrapes_both_deployments_on_the_reporters_port() -> None:
+    (monitor,) = k8s_documents("pod-monitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (expression,) = monitor["spec"]["selector"]["matchExpressions"]
+    deployments = [flink_deployment(), *k8s_documents("writer-deployment.yaml")]
+    assert set(expression["values"]) == {d["metadata"]["name"] for d in deployments}
+    reporter = str(flink_deployment()["spec"]["flinkConfiguration"]["metrics.reporter.prom.port"])
+    for document in deployments:
+        ports = document["spec"]["podTemplate"]["spec"]["containers"][0]["ports"]
+        (port,) = [p for p in ports if p["name"] == endpoint["port"]]
+        assert str(port["containerPort"]) == reporter.split("-")[0]

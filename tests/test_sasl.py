@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import time
 
@@ -16,12 +17,27 @@ import pytest
 
 from generator.outputs import read_topics
 from job.config import JobConfig, WriterConfig
+from stack.kafka import KafkaBroker
 from stack.paths import PYTHON, ROOT
 from store import db
-from tests.conftest import SASL_USER
 from tests.kit import stack_command
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
+
+SASL_USER = ("txn", "txn-sasl-secret")
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka():
+    """A broker of its own with a SASL/PLAIN listener beside PLAINTEXT (the session's broker
+    is restarted by other tests with `stack up`, which knows no SASL)."""
+    broker = KafkaBroker(port=19192, controller_port=19193, sasl_port=19194,
+                         sasl_users=(SASL_USER,))  # fmt: skip
+    broker.stop()
+    shutil.rmtree(broker.home, ignore_errors=True)
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 def _properties(path, password: str) -> str:
@@ -43,21 +59,21 @@ def _run(command: list[str], code: int = 0) -> str:
 
 
 def test_every_tool_reaches_a_sasl_broker_through_the_properties_file(
-    flink, kafka, postgres, prometheus, tmp_path
+    flink, kafka, postgres, prometheus, sasl_kafka, tmp_path
 ):
     props = _properties(tmp_path / "client.properties", SASL_USER[1])
     tag = "sasl" + str(random.randrange(10**6))
     config = JobConfig(
-        bootstrap_servers=kafka.sasl_bootstrap, kafka_properties=props, timeout_s=5,
+        bootstrap_servers=sasl_kafka.sasl_bootstrap, kafka_properties=props, timeout_s=5,
         expiry_grace_s=3, checkpoint_interval_s=2, idleness_s=2, job_name=f"{tag}-correlator",
     ).tagged(tag)  # fmt: skip
     writer = WriterConfig.for_job(config)
     services = (flink, kafka, postgres, prometheus)
     job = config.to_args()
-    tools = ["--bootstrap-servers", kafka.sasl_bootstrap, "--kafka-properties", props]
+    tools = ["--bootstrap-servers", sasl_kafka.sasl_bootstrap, "--kafka-properties", props]
 
     created = _run(stack_command(*services, "topics", job=job))
-    assert f"created {len(config.topics())} topic(s) on {kafka.sasl_bootstrap}" in created
+    assert f"created {len(config.topics())} topic(s) on {sasl_kafka.sasl_bootstrap}" in created
     reference = tmp_path / "reference.yaml"
     reference.write_text("TypeA: {service: orders}\n")
     _run([str(PYTHON), "-m", "generator.reference", str(reference), *tools,
@@ -89,7 +105,7 @@ def test_every_tool_reaches_a_sasl_broker_through_the_properties_file(
                      config.aggregated_topic, "--timeout", "60"])  # fmt: skip
         assert read.strip().endswith("50 records"), read[-300:]
         ids = [r.value["transaction"] for r in read_topics(
-            kafka.sasl_bootstrap, [config.aggregated_topic], until=lambda rs: len(rs) >= 50,
+            sasl_kafka.sasl_bootstrap, [config.aggregated_topic], until=lambda rs: len(rs) >= 50,
             kafka_properties=props,
         )]  # fmt: skip
         deadline = time.monotonic() + 120

@@ -132,3 +132,27 @@ def test_no_output_can_carry_a_lone_surrogate(document):
         return
     text.encode("ascii")
     json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")  # no lone surrogate
+
+
+def test_a_kind_too_long_to_name_in_every_output_is_a_dead_letter():
+    from job.records import BAD_KIND, MAX_KIND_BYTES, DeadLetter
+
+    source = Source("Events-TypeA", 0, 1, 1)
+    for kind in ("k" * (MAX_KIND_BYTES + 1), "中" * 100, "a\x00b"):
+        raw = json.dumps({"transaction": "t", "kind": kind}).encode()
+        letter = parse(raw, source, CONFIG.type_of, CONFIG.max_record_bytes, "kind")
+        assert isinstance(letter, DeadLetter) and letter.reason == BAD_KIND, kind
+    raw = json.dumps({"transaction": "t", "kind": "k" * MAX_KIND_BYTES}).encode()
+    assert parse(raw, source, CONFIG.type_of, CONFIG.max_record_bytes, "kind").kind
+
+
+def test_an_output_too_large_without_its_copies_is_cut_to_what_and_where():
+    output = _aggregate([10])
+    record = json.loads(output.value)
+    record["kind"] = "\u4e2d" * 400_000  # no kind the parser accepts, but fit must hold anyway
+    big = Output(output.kind, output.key, to_json(record), record)
+    fitted = _fit(big)
+    document = json.loads(fitted.value)
+    assert size(fitted) <= LIMIT
+    assert document["transaction"] == "tx-1" and document["types"] == ["TypeA"]
+    assert "kind" in document["omitted"]["fields"] and "parts" in document["omitted"]["fields"]

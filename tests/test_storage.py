@@ -178,3 +178,21 @@ def test_transient_errors_wait_and_refusals_divert():
 def test_backoff_doubles_to_a_cap():
     assert [backoff_ms(n) for n in range(1, 7)] == [500, 1000, 2000, 4000, 5000, 5000]
     assert backoff_ms(10_000) == 5000  # however long the outage
+
+
+def test_u0000_nested_as_deep_as_the_parser_goes_is_stored():
+    """The correlator takes nesting up to about 1,000 levels: U+0000 at the bottom of it is
+    read as U+FFFD without recursion running out."""
+    document = json.loads(output())
+    document["parts"]["TypeA"]["deep"] = json.loads("[" * 900 + '"\\u0000"' + "]" * 900)
+    text = to_json(document)
+    row = classify(text.encode(), AT)
+    assert isinstance(row, Row) and row.aggregate_text == text
+    assert "\\u0000" not in row.aggregate and "\\ufffd" in row.aggregate
+
+
+def test_a_record_the_writer_cannot_place_is_diverted_not_raised(monkeypatch):
+    monkeypatch.setattr(storage, "to_row", lambda *_: 1 / 0)
+    placed = classify(output().encode(), AT)
+    assert isinstance(placed, Diverted) and placed.reason == storage.INTERNAL_ERROR
+    assert placed.detail.startswith("ZeroDivisionError")
