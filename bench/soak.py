@@ -4,8 +4,9 @@ faults if asked, then checked output by output.
     python -m bench soak --minutes 120 --load 50            # steady
     python -m bench soak --minutes 120 --load 50 --faults   # a fault every few minutes
 
-Its own platform on the benchmark's ports (Kafka :29092, Flink :28081 with the supervisor,
-PostgreSQL :25432), started from empty. Both jobs run as the runbook submits them. The
+Its own platform on ports of its own (Kafka :29192, Flink :28181 with the supervisor,
+PostgreSQL :25532; apart from the benchmark's and the tests', so CI can run beside a soak),
+started from empty. Both jobs run as the runbook submits them. The
 generator sends `--load` percent of `--max-tx-per-s` transactions a second in the
 generator's realistic mix: 10% incomplete, 2% with their missing parts sent after the
 timeout (late records), 1% malformed records, and about 300 hostile records every 10 minutes.
@@ -91,12 +92,12 @@ def parse_args(argv: list[str] | None) -> SoakSettings:
 @dataclass
 class Platform:
     broker: KafkaBroker = field(
-        default_factory=lambda: KafkaBroker(port=29092, controller_port=29093, heap="1g")
+        default_factory=lambda: KafkaBroker(port=29192, controller_port=29193, heap="1g")
     )
-    postgres: PostgresServer = field(default_factory=lambda: PostgresServer(port=25432))
+    postgres: PostgresServer = field(default_factory=lambda: PostgresServer(port=25532))
     cluster: FlinkCluster = field(
         default_factory=lambda: FlinkCluster(
-            rest_port=28081, rpc_port=26123, taskmanagers=2,
+            rest_port=28181, rpc_port=26223, taskmanagers=2,
             settings={"metrics.fetcher.update-interval": "1000"},
         )
     )  # fmt: skip
@@ -135,7 +136,8 @@ class Sender:
         self.malformed = 0  # acknowledged malformed and hostile records
         self.failed = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None  # what ended the load early
+        self.thread = threading.Thread(target=self._guarded, daemon=True)
         self._pending_late: list[tuple[float, str, str]] = []
         self._lock = threading.Lock()
 
@@ -162,11 +164,23 @@ class Sender:
             with self._lock:
                 self.malformed += 1
 
-        self.producer.send(topic, value=value).add_callback(done).add_errback(self._fail)
+        # A record with neither key nor value is one kafka-python will not send: a null
+        # value (a tombstone, one of the hostile records) goes with a key.
+        key = None if value is not None else b'"hostile"'
+        self.producer.send(topic, key=key, value=value).add_callback(done).add_errback(self._fail)
 
     def hostile_burst(self) -> None:
         for value in hostile_values(self.rng):
             self.send_raw(value)
+
+    def _guarded(self) -> None:
+        """The load; an error ends it and the soak with it (a soak without load proves
+        nothing)."""
+        try:
+            self._run()
+        except BaseException as error:
+            self.error = error
+            raise
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -383,6 +397,8 @@ def run(settings: SoakSettings, platform: Platform) -> dict:
     next_fault = started + rng.uniform(180, 360) if settings.faults else float("inf")
     sender.thread.start()
     while time.monotonic() < ends:
+        if sender.error is not None:
+            raise RuntimeError(f"the load stopped: {sender.error!r}") from sender.error
         if time.monotonic() >= next_sample:
             samples.append(sample(platform, config, writer, jobs))
             print(json.dumps(samples[-1]), flush=True)

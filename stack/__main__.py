@@ -30,8 +30,8 @@ jars           fetch the jars from Maven Central only
 savepoint or a retained checkpoint; `--allow-non-restored-state` when the job no longer has
 an operator whose state the savepoint holds.
 
-With --hosts, `up`, `down`, `submit`, `check`, `topics`, `status`, `savepoint`, `stop` and
-`cancel` act on a cluster across five hosts of
+With --hosts, `up`, `down`, `submit`, `check`, `topics`, `status`, `savepoint`, `stop`,
+`cancel` and `savepoints` act on a cluster across five hosts of
 this machine (network namespaces, needs root): Kafka, ZooKeeper and an S3 server on one,
 two JobManagers in high-availability mode, two TaskManagers (stack/hosts.py, and
 docs/deployment.md, "Several hosts"). `up --hosts` also starts whatever a dead host ran.
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     database = PostgresServer(port=args.postgres_port)
     database_url = args.database_url or database.url
-    prometheus = PrometheusServer(port=args.prometheus_port)
+    prometheus = PrometheusServer(port=args.prometheus_port, taskmanagers=args.taskmanagers)
     if args.command == "supervise":
         print(f"supervising {cluster.taskmanagers} TaskManager(s) of {cluster.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt, SystemExit):
@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
             print("deleted their data")
     else:
         writer = WriterConfig.for_job(job, database_url=database_url)
-        report = status.collect(status.Product(cluster, job, writer, cluster.taskmanagers))
+        alerts = prometheus if prometheus.running() else None
+        product = status.Product(cluster, job, writer, cluster.taskmanagers, alerts)
+        report = status.collect(product)
         if report.get("counters") is not None:
             report["open"] = status.open_transactions(database_url)
         print(json.dumps(report, indent=2) if args.json else status.render(report))
@@ -234,7 +236,7 @@ def hosts(args) -> None:
     """The commands on the cluster across hosts (stack/hosts.py)."""
     cluster = HostsCluster()
     if args.command not in ("up", "down", "submit", "check", "topics", "status", "savepoint",
-                            "stop", "cancel"):  # fmt: skip
+                            "stop", "cancel", "savepoints"):  # fmt: skip
         raise SystemExit(f"stack {args.command} has no --hosts form")
     if args.command == "down":
         cluster.down()
@@ -268,7 +270,7 @@ def hosts(args) -> None:
     elif args.command == "topics":
         created = create_job_topics(job, args.partitions)
         print(f"created {len(created)} topic(s) on {job.bootstrap_servers}: {', '.join(created)}")
-    elif args.command in ("savepoint", "stop", "cancel"):
+    elif args.command in ("savepoint", "stop", "cancel", "savepoints"):
         lifecycle_command(args, cluster, job)
     else:
         # The hosts run the correlator only (no PostgreSQL, no writer).

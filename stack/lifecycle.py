@@ -4,7 +4,9 @@ Each acts on the newest running job of a name (the correlator's `--job-name`, or
 writer's). A savepoint taken here gets a note beside it (`txn-correlator.json`: the code
 version it came from, the job and when), so `stack savepoints` can say which version of the
 job each one restores into; a savepoint from other code still restores where the state
-layout allows (tests/test_savepoint_compat.py).
+layout allows (tests/test_savepoint_compat.py). A savepoint in an object store (the hosts'
+S3) cannot have a file written beside it by this client, so its note goes to a ledger of
+the client's own (`.run/savepoints.jsonl`), which the listing reads for such a location.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from stack.flink import code_fingerprint
-from stack.paths import ROOT
+from stack.paths import ROOT, RUN
 
 NOTE = "txn-correlator.json"
+LEDGER = RUN / "savepoints.jsonl"  # notes of savepoints taken in an object store
 ENDED = {"FINISHED", "CANCELED", "FAILED"}
 
 
@@ -47,15 +50,22 @@ def take(api, job_id: str, name: str, directory, stop: bool) -> str:
 
 
 def write_note(location: str, note: dict) -> None:
-    """The note beside a savepoint in a local folder (a savepoint in S3 keeps none)."""
+    """The note beside a savepoint in a local folder, or in the ledger for one elsewhere."""
     folder = _local(location)
     if folder is not None and folder.is_dir():
         (folder / NOTE).write_text(json.dumps(note, indent=1) + "\n")
+    elif folder is None:
+        LEDGER.parent.mkdir(parents=True, exist_ok=True)
+        with LEDGER.open("a") as ledger:
+            ledger.write(json.dumps({"path": location, **note}) + "\n")
 
 
-def listing(directory: Path) -> list[dict]:
-    """The savepoints in a folder, newest first, with the code each came from."""
+def listing(directory: Path | str) -> list[dict]:
+    """The savepoints in a folder (or under an object store's prefix, from the ledger),
+    newest first, with the code each came from."""
     current = code_version()["code"]
+    if _local(str(directory)) is None:
+        return _ledger(str(directory), current)
     found = []
     for folder in directory.glob("savepoint-*"):
         if not (folder / "_metadata").exists():
@@ -74,6 +84,25 @@ def listing(directory: Path) -> list[dict]:
                 "this_code": note.get("code") == current if note else None,
             }
         )
+    return sorted(found, key=lambda s: s["modified"], reverse=True)
+
+
+def _ledger(prefix: str, current: str) -> list[dict]:
+    notes = (
+        [json.loads(line) for line in LEDGER.read_text().splitlines()] if LEDGER.exists() else []
+    )
+    found = [
+        {
+            "path": n["path"],
+            "modified": n["taken_at"][:19].replace("T", " "),
+            "job": n.get("job"),
+            "commit": n.get("commit"),
+            "code": n.get("code"),
+            "this_code": n.get("code") == current,
+        }
+        for n in notes
+        if n["path"].startswith(prefix.rstrip("/") + "/")
+    ]
     return sorted(found, key=lambda s: s["modified"], reverse=True)
 
 

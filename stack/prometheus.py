@@ -11,6 +11,7 @@ package that installs here without Docker; `deploy/` provisions it in docker-com
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -26,6 +27,8 @@ from stack.process import wait_started
 
 FLINK_REPORTER_PORTS = range(9249, 9270)  # flink-conf/config.yaml metrics.reporter.prom.port
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"  # docker-compose's
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+EXPECTED_TASKMANAGERS = "txn:taskmanagers_expected"
 
 
 def scrape_config(targets: list[str], interval_s: float) -> dict:
@@ -40,10 +43,29 @@ def scrape_config(targets: list[str], interval_s: float) -> dict:
     return config
 
 
+def label_value(value: str) -> str:
+    """A label value as Flink's Prometheus reporter exports it (its default
+    `filterLabelValueCharacters`): every character outside [a-zA-Z0-9:_] becomes "_", so the
+    job `txn-correlator` is `job_name="txn_correlator"`."""
+    return re.sub(r"[^a-zA-Z0-9:_]", "_", value)
+
+
+def alert_rules(taskmanagers: int) -> dict:
+    """The alerting rules of every deployment (`deploy/prometheus/alerts.yml`) for a cluster
+    of `taskmanagers` TaskManagers."""
+    rules = yaml.safe_load(ALERT_RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("record") == EXPECTED_TASKMANAGERS:
+                rule["expr"] = f"vector({taskmanagers})"
+    return rules
+
+
 @dataclass
 class PrometheusServer:
     port: int = 9090
     scrape_interval_s: float = 5.0
+    taskmanagers: int = 2  # what the alert on missing TaskManagers expects
 
     @property
     def home(self) -> Path:
@@ -72,7 +94,10 @@ class PrometheusServer:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "prometheus.yml"
         targets = [f"127.0.0.1:{p}" for p in FLINK_REPORTER_PORTS]
-        config.write_text(yaml.safe_dump(scrape_config(targets, self.scrape_interval_s)))
+        rules = self.home / "alerts.yml"
+        rules.write_text(yaml.safe_dump(alert_rules(self.taskmanagers), sort_keys=False))
+        scrape = scrape_config(targets, self.scrape_interval_s)
+        config.write_text(yaml.safe_dump({**scrape, "rule_files": [str(rules)]}))
         with open(self.home / "prometheus.log", "ab") as log:
             proc = subprocess.Popen(
                 [
@@ -107,6 +132,22 @@ class PrometheusServer:
         if body.get("status") != "success":
             raise ValueError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]["result"]
+
+    def firing(self) -> list[dict]:
+        """The alerts firing now: name, labels and summary each (raises OSError when the
+        server does not answer)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=5) as response:
+            alerts = json.load(response)["data"]["alerts"]
+        return [
+            {
+                "alert": a["labels"]["alertname"],
+                "labels": {k: v for k, v in a["labels"].items() if k != "alertname"},
+                "summary": a["annotations"].get("summary", ""),
+                "since": a.get("activeAt"),
+            }
+            for a in alerts
+            if a["state"] == "firing"
+        ]
 
     def metric_names(self) -> set[str]:
         url = f"{self.url}/api/v1/label/__name__/values"

@@ -42,6 +42,7 @@ class Product:
     job: JobConfig
     writer: WriterConfig | None  # None: a cluster that runs the correlator only
     taskmanagers: int
+    alerts: object | None = None  # a Prometheus with `firing()`; None: not shown
 
 
 def collect(product: Product) -> dict:
@@ -69,7 +70,19 @@ def collect(product: Product) -> dict:
         _correlator(product, status)
     if product.writer is not None:
         _writer(product, status)
+    if product.alerts is not None:
+        _alerts(product.alerts, status)
     return _verdict(status)
+
+
+def _alerts(prometheus, status: dict) -> None:
+    """The alerts firing (deploy/prometheus/alerts.yml), shown beside the verdict: they
+    name what an operator would be paged for, and are not counted as problems here (a
+    service that stopped sending is not the product's fault)."""
+    try:
+        status["alerts"] = prometheus.firing()
+    except (OSError, ValueError, KeyError):
+        status["alerts"] = None
 
 
 def _verdict(status: dict) -> dict:
@@ -262,7 +275,18 @@ def render(status: dict) -> str:
         lines += _render_writer(status["writer"])
     if "open" in status:  # the status command adds it; PostgreSQL may be down
         lines.append(_row("open", _render_open(status["open"])))
+    if "alerts" in status:
+        lines += _render_alerts(status["alerts"])
     return "\n".join(lines)
+
+
+def _render_alerts(alerts: list[dict] | None) -> list[str]:
+    if alerts is None:
+        return [_row("alerts", "Prometheus not reachable")]
+    if not alerts:
+        return [_row("alerts", "none firing")]
+    return [_row("alerts" if i == 0 else "", f"{a['alert']}: {a['summary']}")
+            for i, a in enumerate(alerts)]  # fmt: skip
 
 
 def _render_job(role: str, job: dict | None) -> list[str]:

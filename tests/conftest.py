@@ -81,7 +81,7 @@ def postgres() -> PostgresServer:
 def prometheus() -> PrometheusServer:
     """A real Prometheus (Debian's package, installed by bin/setup) scraping every Flink
     reporter port of this machine each second."""
-    server = PrometheusServer(port=PROMETHEUS_PORT, scrape_interval_s=1)
+    server = PrometheusServer(port=PROMETHEUS_PORT, scrape_interval_s=1, taskmanagers=2)
     server.stop()
     shutil.rmtree(server.home, ignore_errors=True)
     server.start()

@@ -12,6 +12,9 @@ the reason, only where network namespaces cannot be made (not root).
 
 from __future__ import annotations
 
+import os
+import random
+import re
 import shutil
 import subprocess
 import time
@@ -21,12 +24,15 @@ from dataclasses import replace
 
 import pytest
 
+from generator.outputs import read_topics
+from generator.producer import TransactionProducer
+from generator.transactions import load_plans
+from generator.verify import verify
 from job.config import JobConfig
 from stack import netns
 from stack.hosts import BUCKET, JOBMANAGERS, TASKMANAGERS, HostsCluster
 from stack.kafka import create_job_topics
-from stack.paths import PYTHON, ROOT
-from stack.submit import submit_correlator
+from stack.paths import FLINK_HOME, PYTHON, ROOT
 from tests.kit import fault_under_load, wait_for_checkpoint_after, wait_recovered
 
 pytestmark = [pytest.mark.hosts]
@@ -115,16 +121,72 @@ def test_the_job_moves_to_the_other_taskmanager_when_its_host_dies(hosts):
 
 
 def test_rescale_from_a_savepoint_in_s3_across_hosts(hosts):
+    """With the runbook's commands: `stack savepoint --hosts`, `stack stop --savepoint
+    --hosts`, `stack savepoints --hosts` (both listed with their code version), `stack submit
+    --hosts --from-savepoint PATH` at parallelism 2."""
+
     def rescale(job_id: str, config: JobConfig) -> tuple[str, float]:
+        job = config.to_args()
+        taken = re.search(r"savepoint: (\S+)", _stack("savepoint", "--hosts", "--", *job))[1]
         started = time.time()
-        savepoint = hosts.api.stop_with_savepoint(job_id, f"s3://{BUCKET}/savepoints")
-        assert savepoint.startswith(f"s3://{BUCKET}/savepoints/"), savepoint
-        key = savepoint.removeprefix(f"s3://{BUCKET}/")
-        assert f"{key}/_metadata" in hosts.s3.objects(BUCKET, key)
-        new_id = submit_correlator(hosts, replace(config, parallelism=2), restore_from=savepoint)
+        stopped = _stack("stop", "--savepoint", "--hosts", "--", *job)
+        savepoint = re.search(r"after a savepoint: (\S+)", stopped)[1]
+        for path in (taken, savepoint):
+            assert path.startswith(f"s3://{BUCKET}/savepoints/"), path
+            key = path.removeprefix(f"s3://{BUCKET}/")
+            assert f"{key}/_metadata" in hosts.s3.objects(BUCKET, key)
+        assert hosts.api.rest(f"/jobs/{job_id}")["state"] == "FINISHED"
+        listed = _stack("savepoints", "--hosts").splitlines()
+        for path in (taken, savepoint):  # with the code each came from, newest first
+            at = next(i for i, row in enumerate(listed) if row.strip() == path)
+            assert "this code" in listed[at - 1] and config.job_name in listed[at - 1], listed
+        rescaled = replace(config, parallelism=2).to_args()
+        resumed = _stack("submit", "--hosts", "--from-savepoint", savepoint, "--", *rescaled)
+        new_id = re.search(r"submitted job (\w+)", resumed)[1]
         recovered = wait_recovered(hosts, new_id, started)
         assert hosts.hosts_of(new_id) == set(TASKMANAGERS)
         print(f"\nrescaled 1 -> 2 from {savepoint} in {recovered:.1f} s")
         return new_id, recovered
 
     _scenario(hosts, "savepoint in S3, parallelism 1->2", rescale)
+
+
+def test_a_client_outside_the_hosts_submits_the_built_wheel(hosts, tmp_path):
+    """docs/deployment.md's recipe for a remote cluster: the wheel built from this checkout
+    and installed on its own (no checkout on the path), `flink run` from the root namespace
+    to the leading JobManager's REST address, the connector as `--jars`, the code shipped
+    with `-pyfs`; then `stack cancel --hosts` ends it."""
+    dist, site = tmp_path / "dist", tmp_path / "site"
+    pip = [str(PYTHON), "-m", "pip", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = dist.glob("txn_correlator-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    connector = next((ROOT / ".cache" / "jars" / "flink").glob("flink-sql-connector-kafka-*.jar"))
+    tag = "w" + uuid.uuid4().hex[:8]
+    config = JobConfig(
+        bootstrap_servers=hosts.bootstrap, jars=(str(connector),), job_name=f"remote-{tag}"
+    ).tagged(tag, timeout_s=30, idleness_s=2, checkpoint_interval_s=2)
+    create_job_topics(config)
+    leader = hosts.host(hosts.leader()).address
+    client_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLINK_", "PYTHON"))}
+    submitted = subprocess.run(
+        ["bash", str(FLINK_HOME / "bin" / "flink"), "run", "-d", "-m", f"{leader}:8081",
+         "-pyclientexec", str(PYTHON), "-pyexec", str(PYTHON), "-pyfs", str(wheel),
+         "-pym", "job.main", *config.to_args()],
+        env={**client_env, "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert "JobID" in submitted.stdout, submitted.stdout + submitted.stderr
+    job_id = submitted.stdout.split("JobID")[-1].split()[0]
+    hosts.api.wait_until_running(job_id)
+    plans = load_plans(50, config.types, 0.0, 0.5, random.Random(5), prefix=config.group_id)
+    with TransactionProducer(config.bootstrap_servers, config.topic_prefix, random.Random(6)) as p:
+        p.send_all(plans, rate=100)
+    outputs = read_topics(config.bootstrap_servers, [config.aggregated_topic],
+                          until=lambda rs: len(rs) >= len(plans), timeout_s=120)  # fmt: skip
+    report = verify(plans, outputs, config.aggregated_topic, config.expired_topic)
+    assert report.ok, report.summary()
+    assert "cancelled" in _stack("cancel", "--hosts", "--", *config.to_args())
+    assert hosts.api.rest(f"/jobs/{job_id}")["state"] == "CANCELED"

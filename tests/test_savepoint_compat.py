@@ -23,7 +23,7 @@ from job.config import JobConfig
 from stack.kafka import create_job_topics
 from stack.submit import submit_correlator
 from tests.kit import wait_for_checkpoint_after
-from tests.savepoints import scenario
+from tests.savepoints import layout, scenario
 from tests.savepoints.make import send
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -34,8 +34,43 @@ VERSIONS = sorted(p.parent.name for p in FIXTURES.glob("*/manifest.json"))
 
 def test_fixtures_exist():
     """The released versions whose state this version must read (one before and one after
-    the held types moved beside the deadlines)."""
-    assert len(VERSIONS) >= 2, VERSIONS
+    the held types moved beside the deadlines, one before the broadcast counts, this one)."""
+    assert len(VERSIONS) >= 4, VERSIONS
+
+
+def _manifests() -> dict[str, dict]:
+    return {v: json.loads((FIXTURES / v / "manifest.json").read_text()) for v in VERSIONS}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fixture_layout_is_its_versions(version):
+    """A fixture's recorded layout is read off its own commit's code (not edited by hand)."""
+    manifest = _manifests()[version]
+    assert manifest["layout"] == layout.describe_commit(manifest["commit"])
+
+
+def test_the_current_state_layout_has_a_savepoint():
+    """Fails when the state layout changes and no savepoint of it is stored: the next change
+    would then have no savepoint of the layout before it to restore."""
+    problem = layout.uncovered(layout.describe(), _manifests())
+    assert problem is None, problem
+
+
+def test_a_layout_change_is_caught():
+    """The check above can fail: a field added to a pickled tuple, a state's type changed,
+    an operator renamed, each against the stored fixtures."""
+    manifests = _manifests()
+    current = layout.describe()
+    changes = [
+        {**current, "pickled": {**current["pickled"], "Open": [*current["pickled"]["Open"], "x"]}},
+        {**current, "state": {**current["state"], "closed": {"kind": "ValueStateDescriptor",
+                                                             "type": "Long"}}},
+        {**current, "operators": ["correlate"]},
+    ]  # fmt: skip
+    for changed in changes:
+        assert "the state layout changed" in layout.uncovered(changed, manifests)
+    del manifests[VERSIONS[0]]["layout"]
+    assert "do not record their layout" in layout.uncovered(current, manifests)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -6,7 +6,11 @@ on a broker and a cluster of its own (ports 39092 and 38081), sends it `scenario
 waits until the transaction that closes there is visible downstream, stops the job with a
 savepoint and keeps the savepoint, and the records it saw, in `tests/savepoints/<COMMIT>/`.
 Only the job comes from COMMIT: the TaskManager and `flink run` import its `job/` first
-(PYTHONPATH), and the cluster is this checkout's `stack`.
+(PYTHONPATH), and the cluster is this checkout's `stack`. The manifest also records COMMIT's
+state layout (`layout.py`), which the compatibility test compares with the current one.
+
+    python -m tests.savepoints.make COMMIT                 # a fixture of COMMIT
+    python -m tests.savepoints.make --layout-only VERSION  # record a fixture's layout
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.paths import CACHE, FLINK_HOME, PYTHON, ROOT
-from tests.savepoints import scenario
+from tests.savepoints import layout, scenario
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,6 +70,15 @@ def send(bootstrap: str, config: JobConfig, records: list[scenario.Sent]) -> Non
         ]
         for future in sent:
             future.get(timeout=30)  # raises if the broker refused a record
+
+
+def record_layout(version: str) -> Path:
+    """Adds the layout of a stored fixture's version to its manifest."""
+    path = HERE / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["layout"] = layout.describe_commit(manifest["commit"])
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
 
 
 def run_released(code: Path, cluster: FlinkCluster, config: JobConfig) -> str:
@@ -127,6 +140,7 @@ def make(commit: str) -> Path:
                 "operators": operators,
                 "emitted_before": [r.value for r in closed],
                 "before": [r.to_json() for r in scenario.before()],
+                "layout": layout.describe_code(code),
             }
             (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         finally:
@@ -138,7 +152,12 @@ def make(commit: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.savepoints.make", description=__doc__)
     parser.add_argument("commit", help="the released version (a commit of this repository)")
-    print(make(parser.parse_args().commit))
+    parser.add_argument(
+        "--layout-only", action="store_true",
+        help="only record the layout of the stored fixture COMMIT (its folder name)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    print(record_layout(args.commit) if args.layout_only else make(args.commit))
 
 
 if __name__ == "__main__":
