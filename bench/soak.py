@@ -37,6 +37,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -288,12 +289,15 @@ def verify(config: JobConfig, writer: WriterConfig, sender: Sender) -> dict:
             text = value.decode()
             document = json.loads(text)
             tx = document["transaction"]
+            if tx not in expected:
+                # A hostile record's id: every burst sends the same ones again, each a new
+                # transaction once the last one's closed retention ended; counted apart.
+                found["unknown"].append(tx)
+                continue
             if tx in seen:
                 found["duplicated"].append(tx)
             seen.add(tx)
-            if tx not in expected:
-                found["unknown"].append(tx)
-            elif set(document["types"]) != expected[tx]:
+            if set(document["types"]) != expected[tx]:
                 found["wrong"].append(tx)
             chunk[tx] = (document, text)
             if len(chunk) >= 5_000:
@@ -350,6 +354,12 @@ def committed_values(bootstrap: str, topics: list[str]):
         consumer.close()
 
 
+def _by_value(document):
+    """Numbers as exact decimals: jsonb keeps a number by its value (1.5e300 comes back as
+    its 301 digits)."""
+    return json.loads(json.dumps(document), parse_float=Decimal, parse_int=Decimal)
+
+
 def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]) -> None:
     """Each transaction of the chunk stored exactly as emitted: its row's `aggregate`, or
     `aggregate_text` for a record jsonb cannot hold."""
@@ -369,7 +379,7 @@ def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]
             row["aggregate_text"] is not None
             and row["aggregate_text"] != text
             or row["aggregate_text"] is None
-            and row["aggregate"] != document
+            and _by_value(row["aggregate"]) != _by_value(document)
         ):
             found["different"].append(tx)
 

@@ -60,7 +60,10 @@ class TransactionProducer:
         ).add_errback(self.failed.append)
 
     def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
-        """Bytes as they are: for malformed input in tests and demos."""
+        """Bytes as they are: for malformed input in tests and demos. A null value (a
+        tombstone) goes with a key: kafka-python sends no record with neither."""
+        if value is None and key is None:
+            key = b'"tombstone"'
         self.producer.send(
             topic, value=value, key=key, partition=self._random_partition(topic)
         ).add_errback(self.failed.append)
