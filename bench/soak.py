@@ -37,7 +37,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -45,6 +44,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench.procs import rss_bytes
 from generator.hostile import hostile_values
 from generator.transactions import load_plans, record_value
+from generator.verify import by_value
 from job.config import JobConfig, WriterConfig
 from job.offsets import behind, stored_offsets, writer_topics
 from stack.flink import FlinkCluster
@@ -354,12 +354,6 @@ def committed_values(bootstrap: str, topics: list[str]):
         consumer.close()
 
 
-def _by_value(document):
-    """Numbers as exact decimals: jsonb keeps a number by its value (1.5e300 comes back as
-    its 301 digits)."""
-    return json.loads(json.dumps(document), parse_float=Decimal, parse_int=Decimal)
-
-
 def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]) -> None:
     """Each transaction of the chunk stored exactly as emitted: its row's `aggregate`, or
     `aggregate_text` for a record jsonb cannot hold."""
@@ -379,7 +373,7 @@ def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]
             row["aggregate_text"] is not None
             and row["aggregate_text"] != text
             or row["aggregate_text"] is None
-            and _by_value(row["aggregate"]) != _by_value(document)
+            and by_value(row["aggregate"]) != by_value(document)
         ):
             found["different"].append(tx)
 

@@ -7,12 +7,21 @@ completeness calls for, with exactly the parts that were sent.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from generator.outputs import OutputRecord
 from generator.transactions import Transaction, record_value
+
+
+def by_value(document):
+    """A JSON document with its numbers as exact decimals, to compare an output with its
+    row: jsonb keeps a number by its value and prints it so (`1.5e300` comes back as its
+    301 digits, an int to Python, which a float of the same text does not equal)."""
+    return json.loads(json.dumps(document), parse_float=Decimal, parse_int=Decimal)
 
 
 @dataclass

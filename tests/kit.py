@@ -10,12 +10,11 @@ import subprocess
 import threading
 import time
 import urllib.error
-from decimal import Decimal
 
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
-from generator.verify import verify
+from generator.verify import by_value, verify
 from job.aggregate import Closed, Part
 from stack.submit import submit_correlator
 
@@ -291,14 +290,7 @@ def _stored(row: dict | None, document: dict, text: str) -> bool:
         return False
     if row["aggregate_text"] is not None:
         return row["aggregate_text"] == text
-    return _by_value(row["aggregate"]) == _by_value(document)
-
-
-def _by_value(document):
-    """JSON with its numbers as exact decimals: jsonb keeps a number by its value and
-    prints it so (1.5e300 comes back as its 301 digits, an int to Python, which a float
-    of the same text does not equal)."""
-    return json.loads(json.dumps(document), parse_float=Decimal, parse_int=Decimal)
+    return by_value(row["aggregate"]) == by_value(document)
 
 
 def restarts(flink, job_id: str) -> int:
