@@ -44,7 +44,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from bench.procs import rss_bytes
 from generator.hostile import hostile_values
 from generator.transactions import load_plans, record_value
-from generator.verify import by_value
+from generator.verify import stored_as_emitted
 from job.config import JobConfig, WriterConfig
 from job.offsets import behind, stored_offsets, writer_topics
 from stack.flink import FlinkCluster
@@ -355,26 +355,12 @@ def committed_values(bootstrap: str, topics: list[str]):
 
 
 def _check_rows(conn, chunk: dict[str, tuple[dict, str]], found: dict[str, list]) -> None:
-    """Each transaction of the chunk stored exactly as emitted: its row's `aggregate`, or
-    `aggregate_text` for a record jsonb cannot hold."""
-    rows = {
-        r["transaction"]: r
-        for r in conn.execute(
-            'SELECT "transaction", aggregate, aggregate_text FROM transactions'
-            ' WHERE "transaction" = ANY(%s)',
-            (list(chunk),),
-        )
-    }
+    """Each transaction of the chunk stored exactly as emitted."""
+    rows = db.rows_of(conn, list(chunk))
     for tx, (document, text) in chunk.items():
-        row = rows.get(tx)
-        if row is None:
+        if tx not in rows:
             found["not_stored"].append(tx)
-        elif (
-            row["aggregate_text"] is not None
-            and row["aggregate_text"] != text
-            or row["aggregate_text"] is None
-            and by_value(row["aggregate"]) != by_value(document)
-        ):
+        elif not stored_as_emitted(rows[tx], document, text):
             found["different"].append(tx)
 
 

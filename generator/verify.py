@@ -24,6 +24,16 @@ def by_value(document):
     return json.loads(json.dumps(document), parse_float=Decimal, parse_int=Decimal)
 
 
+def stored_as_emitted(row: dict | None, document: dict, text: str) -> bool:
+    """A row holds an output exactly: its `aggregate_text` is the output's text (a record
+    jsonb cannot hold), or its `aggregate` is the document, numbers by value."""
+    if row is None:
+        return False
+    if row["aggregate_text"] is not None:
+        return row["aggregate_text"] == text
+    return by_value(row["aggregate"]) == by_value(document)
+
+
 @dataclass
 class Report:
     expected: int

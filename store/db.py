@@ -55,6 +55,19 @@ def migrate(url: str) -> list[str]:
     return applied
 
 
+def rows_of(conn: psycopg.Connection, transactions: list[str]) -> dict[str, dict]:
+    """The stored form of these transactions by id (`aggregate`, `aggregate_text`): what
+    the checks that a transaction is stored as emitted compare."""
+    return {
+        r["transaction"]: r
+        for r in conn.execute(
+            'SELECT "transaction", aggregate, aggregate_text FROM transactions'
+            ' WHERE "transaction" = ANY(%s)',
+            (transactions,),
+        )
+    }
+
+
 def get_transaction(url: str, transaction: str) -> dict:
     with connect(url) as conn:
         row = conn.execute(

@@ -10,11 +10,12 @@ import subprocess
 import threading
 import time
 import urllib.error
+from pathlib import Path
 
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
-from generator.verify import by_value, verify
+from generator.verify import stored_as_emitted, verify
 from job.aggregate import Closed, Part
 from stack.submit import submit_correlator
 
@@ -267,15 +268,11 @@ def check_stored_as_emitted(config, database_url: str, expected, timeout: float 
     while True:
         latest = latest_outputs(config, only)
         with db.connect(database_url) as conn:
-            rows = {
-                r["transaction"]: r
-                for r in conn.execute(
-                    'SELECT "transaction", aggregate, aggregate_text FROM transactions'
-                    ' WHERE "transaction" = ANY(%s)',
-                    (list(latest),),
-                )
-            }
-        wrong = [tx for tx, (doc, text) in latest.items() if not _stored(rows.get(tx), doc, text)]
+            rows = db.rows_of(conn, list(latest))
+        wrong = [
+            tx for tx, (doc, text) in latest.items()
+            if not stored_as_emitted(rows.get(tx), doc, text)
+        ]  # fmt: skip
         if len(latest) >= count and not wrong:
             return latest
         assert time.monotonic() < deadline, (
@@ -283,14 +280,6 @@ def check_stored_as_emitted(config, database_url: str, expected, timeout: float 
             f"emitted, e.g. {wrong[:3]}"
         )
         time.sleep(1)
-
-
-def _stored(row: dict | None, document: dict, text: str) -> bool:
-    if row is None:
-        return False
-    if row["aggregate_text"] is not None:
-        return row["aggregate_text"] == text
-    return by_value(row["aggregate"]) == by_value(document)
 
 
 def restarts(flink, job_id: str) -> int:
@@ -310,3 +299,18 @@ def taskmanager_of(flink, job_id: str) -> int:
         if line.split()[3].endswith(f":{port}"):
             return int(line.split("pid=")[1].split(",")[0])
     raise LookupError(f"no process listens on {port} ({manager['taskmanager-id']})")
+
+
+def built_wheel(folder: Path) -> tuple[Path, Path]:
+    """This checkout built as a wheel (not editable) in `folder`/dist, and installed on its
+    own into `folder`/site (no dependencies, no checkout): (wheel, site)."""
+    from stack.paths import PYTHON, ROOT
+
+    dist, site = folder / "dist", folder / "site"
+    pip = [str(PYTHON), "-m", "pip", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = dist.glob("txn_correlator-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return wheel, site

@@ -33,7 +33,7 @@ from stack import netns
 from stack.hosts import BUCKET, JOBMANAGERS, TASKMANAGERS, HostsCluster
 from stack.kafka import create_job_topics
 from stack.paths import FLINK_HOME, PYTHON, ROOT
-from tests.kit import fault_under_load, wait_for_checkpoint_after, wait_recovered
+from tests.kit import built_wheel, fault_under_load, wait_for_checkpoint_after, wait_recovered
 
 pytestmark = [pytest.mark.hosts]
 
@@ -156,13 +156,7 @@ def test_a_client_outside_the_hosts_submits_the_built_wheel(hosts, tmp_path):
     and installed on its own (no checkout on the path), `flink run` from the root namespace
     to the leading JobManager's REST address, the connector as `--jars`, the code shipped
     with `-pyfs`; then `stack cancel --hosts` ends it."""
-    dist, site = tmp_path / "dist", tmp_path / "site"
-    pip = [str(PYTHON), "-m", "pip", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
-    (wheel,) = dist.glob("txn_correlator-*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    wheel, site = built_wheel(tmp_path)
     connector = next((ROOT / ".cache" / "jars" / "flink").glob("flink-sql-connector-kafka-*.jar"))
     tag = "w" + uuid.uuid4().hex[:8]
     config = JobConfig(

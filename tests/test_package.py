@@ -8,17 +8,12 @@ import json
 import subprocess
 import zipfile
 
-from stack.paths import PYTHON, ROOT
+from stack.paths import PYTHON
+from tests.kit import built_wheel
 
 
 def test_the_built_wheel_carries_the_sql_the_migrations_and_the_console_scripts(tmp_path, postgres):
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [str(PYTHON), "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "-w", str(dist), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = dist.glob("txn_correlator-*.whl")
+    wheel, site = built_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for sql in ("keyed_records.sql", "writer.sql", "migrations/004_total_storage.sql"):
         assert f"sql/{sql}" in names, sql
@@ -27,12 +22,6 @@ def test_the_built_wheel_carries_the_sql_the_migrations_and_the_console_scripts(
     for script in ("txn-correlator", "txn-writer", "txn-stack", "txn-store", "txn-generator"):
         assert f"{script} = " in scripts, script
 
-    site = tmp_path / "site"
-    subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-         str(wheel)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
 
     def installed(*args: str) -> subprocess.CompletedProcess:

@@ -56,14 +56,19 @@ def describe_code(code: Path) -> dict:
     return json.loads(described)
 
 
-def describe_commit(commit: str) -> dict:
-    """The layout of the job at `commit` of this repository."""
+def export(commit: str, into: Path) -> Path:
+    """The repository at `commit`, as files under `into`."""
     archive = subprocess.run(
         ["git", "archive", commit], cwd=ROOT, capture_output=True, check=True
     ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def describe_commit(commit: str) -> dict:
+    """The layout of the job at `commit` of this repository."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        return describe_code(Path(tmp))
+        return describe_code(export(commit, Path(tmp)))
 
 
 def _descriptors(module: ModuleType) -> dict[str, dict[str, str]]:

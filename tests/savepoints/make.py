@@ -39,10 +39,7 @@ HERE = Path(__file__).resolve().parent
 
 def export(commit: str, into: Path) -> Path:
     """The repository at `commit`, as files (with this checkout's downloaded jars)."""
-    archive = subprocess.run(
-        ["git", "archive", commit], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    layout.export(commit, into)
     (into / ".cache").symlink_to(CACHE)
     return into
 
