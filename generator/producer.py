@@ -94,13 +94,15 @@ class TransactionProducer:
 
 class Traffic:
     """Complete transactions at a steady rate in a background thread, as services that keep
-    running send them: event time moves on, so event-time timers (expiry, progress) fire."""
+    running send them: event time moves on, so event-time timers (expiry, progress) fire.
+    Types put in `silent` are left out from then on, as a service that stopped sending."""
 
     def __init__(self, bootstrap_servers: str, topic_prefix: str, types: Sequence[str],
                  rate: float = 5.0, prefix: str = "traffic") -> None:  # fmt: skip
         self.args = (bootstrap_servers, topic_prefix, random.Random())
         self.types, self.pause, self.prefix = list(types), 1 / rate, prefix
         self.sent = 0
+        self.silent: set[str] = set()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -114,7 +116,8 @@ class Traffic:
         with TransactionProducer(*self.args) as producer:
             rng = self.args[2]
             while not self._done.wait(self.pause):
-                producer.send_all([plan(self.types, rng, prefix=self.prefix)])
+                sending = [t for t in self.types if t not in self.silent]
+                producer.send_all([plan(sending, rng, prefix=self.prefix)])
                 self.sent += 1
 
     def stop(self) -> None:

@@ -64,46 +64,46 @@ def listing(directory: Path | str) -> list[dict]:
     """The savepoints in a folder (or under an object store's prefix, from the ledger),
     newest first, with the code each came from."""
     current = code_version()["code"]
-    if _local(str(directory)) is None:
-        return _ledger(str(directory), current)
+    local = _local(str(directory))
+    found = [
+        {
+            "path": path,
+            "modified": modified,
+            "job": note.get("job"),
+            "commit": note.get("commit"),
+            "code": note.get("code"),
+            "this_code": note.get("code") == current if note else None,
+        }
+        for path, modified, note in (
+            _ledger(str(directory)) if local is None else _folder(Path(directory))
+        )
+    ]
+    return sorted(found, key=lambda s: s["modified"], reverse=True)
+
+
+def _folder(directory: Path) -> list[tuple[str, str, dict]]:
+    """(path as Flink names it, when, note) of each savepoint in a local folder."""
     found = []
     for folder in directory.glob("savepoint-*"):
         if not (folder / "_metadata").exists():
             continue
         note_file = folder / NOTE
         note = json.loads(note_file.read_text()) if note_file.exists() else {}
-        found.append(
-            {
-                "path": f"file:{folder}",  # as Flink names it
-                "modified": time.strftime(
-                    "%Y-%m-%d %H:%M:%S", time.localtime(folder.stat().st_mtime)
-                ),
-                "job": note.get("job"),
-                "commit": note.get("commit"),
-                "code": note.get("code"),
-                "this_code": note.get("code") == current if note else None,
-            }
-        )
-    return sorted(found, key=lambda s: s["modified"], reverse=True)
+        modified = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(folder.stat().st_mtime))
+        found.append((f"file:{folder}", modified, note))
+    return found
 
 
-def _ledger(prefix: str, current: str) -> list[dict]:
+def _ledger(prefix: str) -> list[tuple[str, str, dict]]:
+    """(path, when, note) of each savepoint the ledger holds under an object store's prefix."""
     notes = (
         [json.loads(line) for line in LEDGER.read_text().splitlines()] if LEDGER.exists() else []
     )
-    found = [
-        {
-            "path": n["path"],
-            "modified": n["taken_at"][:19].replace("T", " "),
-            "job": n.get("job"),
-            "commit": n.get("commit"),
-            "code": n.get("code"),
-            "this_code": n.get("code") == current,
-        }
+    return [
+        (n["path"], n["taken_at"][:19].replace("T", " "), n)
         for n in notes
         if n["path"].startswith(prefix.rstrip("/") + "/")
     ]
-    return sorted(found, key=lambda s: s["modified"], reverse=True)
 
 
 def render(savepoints: list[dict]) -> str:

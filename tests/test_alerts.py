@@ -6,10 +6,8 @@ Prometheus, `stack status` shows it, and it resolves once the service sends agai
 from __future__ import annotations
 
 import json
-import random
 import re
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -17,8 +15,7 @@ import pytest
 import yaml
 
 from deploy import alerts as kubernetes_rule
-from generator.producer import TransactionProducer
-from generator.transactions import Transaction, new_id
+from generator.producer import Traffic
 from job.config import JobConfig, WriterConfig
 from stack import status
 from stack.prometheus import ALERT_RULES, EXPECTED_TASKMANAGERS, alert_rules, label_value
@@ -126,34 +123,6 @@ def _wait(condition, timeout_s: float, what: str, explain=lambda: "") -> float:
     return time.monotonic() - started
 
 
-class _Services:
-    """Transactions at a steady rate from the five services, one of which can stop."""
-
-    def __init__(self, config, rate: float):
-        self.config, self.rate = config, rate
-        self.silent: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rng = random.Random(7)
-        prefix, types = self.config.group_id, self.config.types
-        with TransactionProducer(self.config.bootstrap_servers, self.config.topic_prefix,
-                                 rng) as producer:  # fmt: skip
-            while not self.stop.is_set():
-                sent = tuple(t for t in types if t not in self.silent)
-                plan = Transaction(new_id(prefix), sent, tuple(sorted(self.silent)))
-                producer.send_all([plan], rate=self.rate)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-
 @pytest.mark.kafka
 @pytest.mark.flink
 def test_a_service_that_stops_sending_fires_type_missing_until_it_sends_again(
@@ -163,7 +132,9 @@ def test_a_service_that_stops_sending_fires_type_missing_until_it_sends_again(
     job_id = submit_correlator(flink, config)
     try:
         flink.api.wait_until_running(job_id)
-        with _Services(config, rate=20) as services:
+        traffic = Traffic(config.bootstrap_servers, config.topic_prefix, config.types, rate=20,
+                          prefix=config.group_id)  # fmt: skip
+        with traffic as services:
             time.sleep(10)  # every service sending: nothing fires
             ours = {"job_name": label_value(config.job_name)}
             assert not _firing(prometheus, "TxnTypeMissing", ours), prometheus.firing()
