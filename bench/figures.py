@@ -74,17 +74,26 @@ def throughput(
     no CPU, which is not zero CPU, so it has no CPU figure."""
     window = steady_window(samples, expected_outputs, min_span_s)
     if window is None:
-        return {"records_per_s": None, "cpu_s_per_1k": None, "window_s": None}
+        return {
+            "records_per_s": None,
+            "cpu_s_per_1k": None,
+            "task_cpu_s_per_1k": None,
+            "window_s": None,
+        }
     low, high = window
     done = records_done(high, records, expected_outputs) - records_done(
         low, records, expected_outputs
     )
-    cpu_s = high.cpu_s - low.cpu_s
     return {
         "records_per_s": done / (high.at - low.at),
-        "cpu_s_per_1k": cpu_s / done * 1000 if done and cpu_s > 0 else None,
+        "cpu_s_per_1k": _per_1k(high.cpu_s - low.cpu_s, done),
+        "task_cpu_s_per_1k": _per_1k(high.task_cpu - low.task_cpu, done),
         "window_s": high.at - low.at,
     }
+
+
+def _per_1k(cpu_s: float, records: float) -> float | None:
+    return cpu_s / records * 1000 if records and cpu_s > 0 else None
 
 
 def whole_run(before: Sample, finished: Sample, records: int) -> dict:
@@ -96,11 +105,13 @@ def whole_run(before: Sample, finished: Sample, records: int) -> dict:
         return {
             "whole_run_records_per_s": None,
             "whole_run_cpu_s_per_1k": None,
+            "whole_run_task_cpu_s_per_1k": None,
             "whole_run_s": None,
         }
     return {
         "whole_run_records_per_s": records / span,
         "whole_run_cpu_s_per_1k": (finished.cpu_s - before.cpu_s) / records * 1000,
+        "whole_run_task_cpu_s_per_1k": (finished.task_cpu - before.task_cpu) / records * 1000,
         "whole_run_s": span,
     }
 
@@ -120,10 +131,13 @@ def phases(samples: Sequence[Sample], before: int, started: int | None, finished
 NO_RATE = {
     "records_per_s": None,
     "cpu_s_per_1k": None,
+    "task_cpu_s_per_1k": None,
     "window_s": None,
     "whole_run_records_per_s": None,
     "whole_run_cpu_s_per_1k": None,
+    "whole_run_task_cpu_s_per_1k": None,
     "whole_run_s": None,
+    "first_output_s": None,
 }
 
 
@@ -202,9 +216,12 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
 THROUGHPUT_KEYS = (
     "records_per_s",
     "cpu_s_per_1k",
+    "task_cpu_s_per_1k",
     "whole_run_records_per_s",
     "whole_run_cpu_s_per_1k",
+    "whole_run_task_cpu_s_per_1k",
     "whole_run_s",
+    "first_output_s",
 )
 LATENCY_KEYS = (
     "p50_ms",

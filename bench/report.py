@@ -161,20 +161,21 @@ def markdown(results: dict) -> str:
     lines = [
         _header(results),
         "",
-        "| system | records/s steady | records/s whole run | CPU s per 1k records | "
+        "| system | records/s steady | records/s whole run | start to first output s | "
+        "CPU s per 1k records | of which task processes | "
         + "".join(f"latency p50 / p95 / p99 ms at {x}% | " for x in loads)
         + "ours vs it (whole run, steady) |",
-        "|---|---:|---:|---:|" + "---:|" * len(loads) + "---:|",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(loads) + "---:|",
     ]
     for s in systems:
         t = s["throughput"]
         cells = [
             s["name"],
             *_rate_cells(s),
-            _with_spread(
-                t.get("whole_run_cpu_s_per_1k"),
-                s.get("spread", {}).get("whole_run_cpu_s_per_1k"),
-                3,
+            _with_spread(t.get("first_output_s"), s.get("spread", {}).get("first_output_s"), 1),
+            *(
+                _with_spread(t.get(key), s.get("spread", {}).get(key), 3)
+                for key in ("whole_run_cpu_s_per_1k", "whole_run_task_cpu_s_per_1k")
             ),
             *(_latency_cell(s["latency"].get(str(x))) for x in loads),
             "-" if s is ours else _ours_vs(ours, s),

@@ -7,6 +7,7 @@ benchmark only sees processes (for CPU and memory) and topics (for outputs and l
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.procs import cpu_seconds
 from bench.workload import Workload
 from job.config import JobConfig
 from stack.flink import FlinkCluster
@@ -61,7 +63,22 @@ class System:
 
     def start(self, config: JobConfig) -> None: ...
     def stop(self) -> None: ...
-    def pids(self) -> list[int]: ...
+    def pids(self) -> list[int]:
+        """The processes that run the system's work (Flink: its TaskManagers)."""
+        ...
+
+    def all_pids(self) -> list[int]:
+        """Every process the system needs running, Kafka excepted (Flink: the JobManager
+        too); a peer is one process."""
+        return self.pids()
+
+    def cpu_s(self) -> float:
+        """CPU seconds so far of every process the system needs, including those that ran
+        and exited (Flink's `flink run` client)."""
+        return cpu_seconds(self.all_pids())
+
+    def task_cpu_s(self) -> float:
+        return cpu_seconds(self.pids())
 
     def expected_outputs(self, workload: Workload) -> int:
         return workload.count if self.correlates else workload.records
@@ -99,6 +116,7 @@ class FlinkCorrelator(System):
     job_options: dict = field(default_factory=dict)  # JobConfig fields of this variant
     label: str = ""
     job_id: str | None = None
+    client_cpu_s: float = 0.0  # what `flink run` (a JVM and a Python client) used
     _checked_at: float = 0.0
 
     @property
@@ -113,7 +131,9 @@ class FlinkCorrelator(System):
 
     def start(self, config: JobConfig) -> None:
         config = replace(config, parallelism=self.parallelism, **self.job_options)
+        before = _children_cpu_s()
         self.job_id = self.submit(config)
+        self.client_cpu_s = _children_cpu_s() - before
         self.cluster.api.wait_until_running(self.job_id)
 
     def submit(self, config: JobConfig) -> str:
@@ -162,6 +182,19 @@ class FlinkCorrelator(System):
     def pids(self) -> list[int]:
         return self.cluster.running_taskmanagers()
 
+    def all_pids(self) -> list[int]:
+        return [*self.cluster.running_taskmanagers(), *self.cluster.jobmanagers()]
+
+    def cpu_s(self) -> float:
+        return super().cpu_s() + self.client_cpu_s
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's children that exited (and theirs), such as the
+    `flink run` client: /proc no longer shows them."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
 
 @dataclass
 class FlinkSqlCopy(FlinkCorrelator):
@@ -180,6 +213,30 @@ class FlinkSqlCopy(FlinkCorrelator):
             config.to_args(),
             script="bench/peers/sql_copy.py",
             python_per_record=False,
+        )
+
+
+@dataclass
+class PythonCeiling(FlinkCorrelator):
+    """Our job's source, keying and sink around a Python function that passes each record
+    through (`pass`), or that also puts it in `MapState` and sets a timer (`state`):
+    bench/peers/python_ceiling.py. Our job's share of their rates is how close it is to the
+    limit of its own shape."""
+
+    ceiling: str = "pass"
+    correlates = False
+
+    @property
+    def name(self) -> str:
+        if self.ceiling == "pass":
+            return "Python pass-through (ceiling)"
+        return "Python pass-through + MapState put + timer (ceiling)"
+
+    def submit(self, config: JobConfig) -> str:
+        return submit(
+            self.cluster,
+            ["--ceiling", self.ceiling, *config.to_args()],
+            script="bench/peers/python_ceiling.py",
         )
 
 

@@ -6,7 +6,8 @@ checked against the workload afterwards, and, for records of a tagged batch, the
 latency: visibility time minus the last part's Kafka timestamp (`last_event_time` in an
 aggregate; the record timestamp for the copy job, which writes one output per input). CPU
 of the system's processes is sampled alongside, so CPU per record covers exactly the
-windows the figures use.
+windows the figures use: every process the system needs, and apart the ones that run its
+tasks (for Flink, the TaskManagers; the client and the JobManager are the rest).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class SystemGone(RuntimeError):
 class Sample:
     at: float  # wall-clock seconds
     outputs: int  # output records seen so far
-    cpu_s: float  # the system's CPU seconds so far
+    cpu_s: float  # the system's CPU seconds so far, every process it needs
+    task_cpu_s: float | None = None  # of the processes that run the tasks (None: all do)
+
+    @property
+    def task_cpu(self) -> float:
+        return self.cpu_s if self.task_cpu_s is None else self.task_cpu_s
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Watcher:
     bootstrap: str
     topics: list[str]
     cpu: Callable[[], float]
+    task_cpu: Callable[[], float] | None = None  # None: the same processes as `cpu`
     samples: list[Sample] = field(default_factory=list)
     keep: bool = False  # keep every output value in `values` (the throughput run's check)
     values: list[bytes] = field(default_factory=list)
@@ -82,7 +89,8 @@ class Watcher:
         return len(self.samples) - 1
 
     def _sample(self) -> Sample:
-        return Sample(time.time(), self._count, self.cpu())
+        task = self.task_cpu() if self.task_cpu else None
+        return Sample(time.time(), self._count, self.cpu(), task)
 
     def measure_latency(self, tag: str) -> list[float]:
         """From now on, latencies (ms) of outputs whose transaction starts with `tag`."""

@@ -244,8 +244,27 @@ class FlinkCluster:
         """Pids of this cluster's TaskManager processes that are alive."""
         return [p for p in self._pids("taskexecutor") if _runs(p, "taskexecutor")]
 
+    def taskmanager_of(self, job_id: str) -> int:
+        """The pid of the TaskManager that runs a job's (first) task: found by the RPC port
+        the JobManager names it by, among this machine's listening sockets."""
+        vertex = self.api.rest(f"/jobs/{job_id}")["vertices"][0]["id"]
+        placed = self.api.rest(f"/jobs/{job_id}/vertices/{vertex}/taskmanagers")["taskmanagers"]
+        manager = placed[0]
+        port = manager["taskmanager-id"].split(":")[1].split("-")[0]
+        sockets = subprocess.run(
+            ["ss", "-ltnpH"], capture_output=True, text=True, check=True
+        ).stdout
+        for line in sockets.splitlines():
+            if line.split()[3].endswith(f":{port}"):
+                return int(line.split("pid=")[1].split(",")[0])
+        raise LookupError(f"no process listens on {port} ({manager['taskmanager-id']})")
+
+    def jobmanagers(self) -> list[int]:
+        """Pids of this cluster's JobManager processes that are alive."""
+        return [p for p in self._pids("standalonesession") if _runs(p, "standalonesession")]
+
     def _jobmanager_alive(self) -> bool:
-        return any(_runs(p, "standalonesession") for p in self._pids("standalonesession"))
+        return bool(self.jobmanagers())
 
     def kill_taskmanagers(self) -> int:
         """`kill -9` every TaskManager process, as a crash would; returns how many."""

@@ -287,20 +287,6 @@ def restarts(flink, job_id: str) -> int:
     return int(float(values[0]["value"]))
 
 
-def taskmanager_of(flink, job_id: str) -> int:
-    """The pid of the TaskManager that runs a job's (first) task: found by the RPC port the
-    JobManager names it by, among this machine's listening sockets."""
-    vertex = flink.api.rest(f"/jobs/{job_id}")["vertices"][0]["id"]
-    placed = flink.api.rest(f"/jobs/{job_id}/vertices/{vertex}/taskmanagers")["taskmanagers"]
-    manager = placed[0]
-    port = manager["taskmanager-id"].split(":")[1].split("-")[0]
-    sockets = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    for line in sockets.splitlines():
-        if line.split()[3].endswith(f":{port}"):
-            return int(line.split("pid=")[1].split(",")[0])
-    raise LookupError(f"no process listens on {port} ({manager['taskmanager-id']})")
-
-
 def built_wheel(folder: Path) -> tuple[Path, Path]:
     """This checkout built as a wheel (not editable) in `folder`/dist, and installed on its
     own into `folder`/site (no dependencies, no checkout): (wheel, site)."""

@@ -372,3 +372,36 @@ def test_report_shows_spread_incomplete_runs_and_checked_outputs():
     assert faust.count("incomplete (250 of 300) in run 2 of 2") == 2
     assert "| faust | 2 | incomplete (250 of 300) | 250 of 300 |" in text
     assert "270 complete, 30 expired | 14 of 14 |" in text
+
+
+def test_python_ceilings_pass_each_record_and_state_adds_one_put_and_one_timer():
+    """bench/peers/python_ceiling.py over plain rows: one output per record with its event
+    time, malformed bytes as text; `state` does one MapState put and one event-time timer
+    per record (timeout after the record's event time), and its timer forgets the key."""
+    from bench.peers.python_ceiling import PassThrough, WithStateAndTimer
+
+    class Timers:
+        def __init__(self):
+            self.registered = []
+
+        def register_event_time_timer(self, at):
+            self.registered.append(at)
+
+    class Context:
+        def __init__(self):
+            self.timers = Timers()
+
+        def timer_service(self):
+            return self.timers
+
+    row = ("t1", b'{"transaction": "t1"}\xff', "Events-TypeA", 2, 41, 1_000)
+    (out,) = PassThrough("out").process_element(row, None)
+    assert tuple(out) == ("out", "t1", '{"transaction": "t1"}\ufffd', 1_000)
+
+    function, ctx, state = WithStateAndTimer("out", 5_000), Context(), {}
+    function.parts = type("Map", (), {"put": state.__setitem__, "clear": state.clear})()
+    outputs = list(function.process_element(row, ctx))
+    assert [tuple(o) for o in outputs] == [tuple(out)]
+    assert state == {"Events-TypeA": (2, 41, 1_000, row[1])}
+    assert ctx.timers.registered == [6_000]
+    assert list(function.on_timer(6_000, ctx)) == [] and state == {}

@@ -28,7 +28,6 @@ from tests.kit import (
     check_stored_as_emitted,
     restarts,
     stack_command,
-    taskmanager_of,
     writer_for,
 )
 
@@ -156,7 +155,7 @@ def test_hostile_records_a_10_minute_outage_and_a_killed_taskmanager_at_once(
                 for value in hostile_values(random.Random(11)):
                     producer.send_raw(config.topic_of("TypeB"), value)
             time.sleep(120)
-            os.kill(taskmanager_of(flink, writer_id), signal.SIGKILL)
+            os.kill(flink.taskmanager_of(writer_id), signal.SIGKILL)
             time.sleep(480)
             up_s = product.up()
             back = time.monotonic()
