@@ -122,12 +122,18 @@ def all_running(cluster: FlinkCluster, job_id: str) -> bool:
 
 
 def one_recovery(
-    scenario: str, broker: KafkaBroker, cluster: FlinkCluster, rate: float, run: int
+    scenario: str,
+    broker: KafkaBroker,
+    cluster: FlinkCluster,
+    rate: float,
+    run: int,
+    options: dict[str, str] | None = None,
 ) -> dict:
-    """Submits the job, loads it at `rate`, kills, and times the way back."""
+    """Submits the job (with Flink `options` for it alone), loads it at `rate`, kills, and
+    times the way back."""
     _, kill_all = SCENARIOS[scenario]
     config = fresh_config(broker, Settings())
-    job_id = submit_correlator(cluster, config)
+    job_id = submit_correlator(cluster, config, options=options)
     sender = workload.send_paced(
         broker.bootstrap, config.topic_prefix, config.types, rate, 600, f"{config.group_id}-r"
     )
@@ -189,7 +195,9 @@ def summary(runs: list[dict]) -> dict:
 def markdown(results: dict) -> str:
     lines = [
         f"Recovery from `kill -9` of the job's TaskManager at {results['rate']:,.0f} records/s, "
-        f"{results['repeat']} runs each, median (min..max), seconds from the kill:",
+        f"{results['repeat']} runs each, median (min..max), seconds from the kill"
+        + "".join(f", -D {k}={v}" for k, v in results.get("options", {}).items())
+        + ":",
         "",
         "| scenario | noticed (RESTARTING) | every task running | first output visible |",
         "|---|---:|---:|---:|",
@@ -215,15 +223,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=", ".join(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rate", type=float, default=4000.0, help="records/s sent meanwhile")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink setting for the job alone (`-D`), e.g. "
+        "restart-strategy.exponential-delay.initial-backoff=100ms; repeatable",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".bench")
     args = parser.parse_args(argv)
-    results: dict = {"rate": args.rate, "repeat": args.repeat, "scenarios": {}, "runs": []}
+    options = dict(o.split("=", 1) for o in args.option)
+    results: dict = {
+        "rate": args.rate,
+        "repeat": args.repeat,
+        "options": options,
+        "scenarios": {},
+        "runs": [],
+    }
     for scenario in args.scenarios.split(","):
         taskmanagers, _ = SCENARIOS[scenario]
         with bench_services(taskmanagers) as (broker, cluster):
             cluster.start_supervisor()
             runs = [
-                one_recovery(scenario, broker, cluster, args.rate, n + 1)
+                one_recovery(scenario, broker, cluster, args.rate, n + 1, options)
                 for n in range(args.repeat)
             ]
         results["runs"] += runs

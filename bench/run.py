@@ -31,7 +31,15 @@ from urllib.parse import quote
 
 from bench import figures, report, workload
 from bench.procs import rss_bytes
-from bench.systems import DictLoop, Faust, FlinkCorrelator, FlinkSqlCopy, PythonCeiling, System
+from bench.systems import (
+    DictLoop,
+    Faust,
+    FlinkCorrelator,
+    FlinkSqlCopy,
+    PythonCeiling,
+    Recompute,
+    System,
+)
 from bench.watch import SystemGone, Watcher, read_topic
 from job.config import AT_LEAST_ONCE, JobConfig
 from job.metrics import AGGREGATED, CLOSED_MARKERS, IN_FLIGHT
@@ -288,6 +296,7 @@ SYSTEMS: dict[str, Callable[[FlinkCluster], System]] = {
     "state": lambda cluster: PythonCeiling(cluster, ceiling="state"),
     "copy": lambda cluster: FlinkSqlCopy(cluster),
     "copy-p2": lambda cluster: FlinkSqlCopy(cluster, parallelism=2),
+    "recompute": lambda cluster: Recompute(),
     "faust": lambda cluster: Faust(),
     "dict": lambda cluster: DictLoop(),
 }

@@ -19,7 +19,7 @@ import yaml
 from bench.procs import cpu_seconds
 from bench.workload import Workload
 from job.config import JobConfig
-from stack.flink import FlinkCluster
+from stack.flink import FlinkCluster, local_command
 from stack.paths import FLINK_CONF, PYTHON, ROOT, RUN
 from stack.submit import ENDED, submit, submit_correlator
 
@@ -307,6 +307,28 @@ class DictLoop(Subprocess):
 
     def command(self, config: JobConfig) -> list[str]:
         return [str(PYTHON), "-m", "bench.peers.dict_loop", *_peer_args(config)]
+
+
+@dataclass
+class Recompute(Subprocess):
+    """Our job as `stack recompute` runs it: bounded by record timestamps (here the whole
+    backlog), in a local minicluster of its own (`stack.flink.run_local`'s command), ending by
+    itself. The clock includes the minicluster's start."""
+
+    name = "Flink job, recompute (bounded, minicluster)"
+
+    def command(self, config: JobConfig) -> list[str]:
+        until = int(time.time() * 1000) + 3_600_000
+        return local_command(replace(config, read_from_ms=1, read_until_ms=until).to_args())[0]
+
+    def environment(self, config: JobConfig) -> dict[str, str]:
+        return {"FLINK_CONF_DIR": str(FLINK_CONF)}
+
+    def failure(self) -> str | None:
+        """Only a failed run: a bounded job exits once its last outputs are committed."""
+        if self.process is None or self.process.poll() in (None, 0):
+            return None
+        return super().failure()
 
 
 @dataclass

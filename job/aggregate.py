@@ -32,6 +32,18 @@ class Outcome(StrEnum):
 # Which timer closed a partial (the `expired_by` field).
 BY_EVENT_TIME = "event_time"
 BY_WALL_CLOCK = "wall_clock"
+# An event-time timer that fired because a bounded input ended (`stack recompute`): event
+# time jumps to the end of time and every open partial expires at once.
+BY_END_OF_INPUT = "end_of_input"
+END_OF_TIME = 2**63 - 1  # Flink's watermark once a bounded input has ended
+
+
+def expired_by(timer: str | None, watermark: int) -> str | None:
+    """The `expired_by` of a partial its timer closes: the end of input, where event time
+    jumped to the end of time, names itself."""
+    if timer == BY_EVENT_TIME and watermark >= END_OF_TIME:
+        return BY_END_OF_INPUT
+    return timer
 
 
 class Verdict(Enum):

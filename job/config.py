@@ -201,6 +201,20 @@ class JobConfig:
         default=False,
         metadata={"help": "stop at the topics' current end (tests and replays)"},
     )
+    read_from_ms: int = field(
+        default=0,
+        metadata={
+            "help": "read the type topics from this record timestamp, epoch ms, instead of "
+            "the group's offsets (0: the group's; `stack recompute` sets it)"
+        },
+    )
+    read_until_ms: int = field(
+        default=0,
+        metadata={
+            "help": "stop at this record timestamp, epoch ms, and end the job (0: run on; "
+            "`stack recompute` sets it)"
+        },
+    )
     job_name: str = field(default="txn-correlator", metadata={"help": "Flink job name"})
     jars: tuple[str, ...] = field(
         default=(), metadata={"help": "connector jars for the pipeline, comma-separated"}
@@ -238,16 +252,22 @@ class JobConfig:
         return replace(
             self,
             topic_prefix=f"{tag}-{self.topic_prefix}",
-            aggregated_topic=f"{tag}-{self.aggregated_topic}",
-            expired_topic=f"{tag}-{self.expired_topic}",
-            dead_letter_topic=f"{tag}-{self.dead_letter_topic}",
-            late_topic=f"{tag}-{self.late_topic}",
-            progress_topic=f"{tag}-{self.progress_topic}",
             reference_topic=f"{tag}-{self.reference_topic}",
-            group_id=tag,
-            transactional_id_prefix=tag,
+            **self.writing_as(tag),
             **overrides,
         )
+
+    def writing_as(self, tag: str) -> dict[str, str]:
+        """The fields that name what the job writes (its sink topics, consumer group and
+        transactional ids), named after `tag`: `replace(config, **config.writing_as(tag))`
+        is the same job with outputs of its own (`stack recompute`)."""
+        sinks = ("aggregated_topic", "expired_topic", "dead_letter_topic", "late_topic",
+                 "progress_topic")  # fmt: skip
+        return {
+            **{name: f"{tag}-{getattr(self, name)}" for name in sinks},
+            "group_id": tag,
+            "transactional_id_prefix": tag,
+        }
 
     def option_rules(self) -> RuleSet:
         """The rules the options alone give: every type, the timeout options."""
@@ -325,6 +345,10 @@ class WriterConfig:
     from_beginning: bool = field(
         default=False,
         metadata={"help": "replay the output topics from the start instead of committed offsets"},
+    )
+    database_schema: str = field(
+        default="public",
+        metadata={"help": "PostgreSQL schema of the tables (`stack recompute --into` names one)"},
     )
     kafka_properties: str = _as_in_job("kafka_properties")
     parallelism: int = _as_in_job("parallelism")

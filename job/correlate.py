@@ -575,7 +575,7 @@ class Correlate(KeyedBroadcastProcessFunction):
                 Outcome.COMPLETE if complete else Outcome.EXPIRED,
                 now,
                 self._enricher(ctx),
-                expired_by=None if complete else decision.expired_by,
+                expired_by=None if complete else self._expired_by(decision, ctx),
                 kind=kind,
                 rule_version=self.rules.version,
                 keep_parts=self.amend and not complete,
@@ -583,6 +583,14 @@ class Correlate(KeyedBroadcastProcessFunction):
             self.tally.add(metrics.AGGREGATED if complete else EXPIRED)
             return [output, *self._closing(ctx, output)]
         return []
+
+    @staticmethod
+    def _expired_by(decision, ctx) -> str | None:
+        """Which timer expired a partial; the watermark is asked (one call into Java) only
+        of an event-time timer, whose partial may have expired at the end of input."""
+        if decision.expired_by != aggregate.BY_EVENT_TIME:
+            return decision.expired_by
+        return aggregate.expired_by(decision.expired_by, ctx.timer_service().current_watermark())
 
     def _report(self, ctx, now: int) -> list[Output]:
         """The progress timer: the open transaction as it stands, on the progress topic. The

@@ -80,10 +80,20 @@ def user_for(url: str, user: str) -> str | None:
     return None if urlsplit(libpq_url(url)).username else user
 
 
+def in_schema(settings: dict, schema: str) -> dict:
+    """Connection settings whose tables are those of `schema` (its search path)."""
+    if schema == "public":
+        return settings
+    return {**settings, "options": f"{settings.get('options', '')} -c search_path={schema}".strip()}
+
+
 class Database:
-    def __init__(self, url: str, user: str, password: str | None, group_id: str) -> None:
+    def __init__(
+        self, url: str, user: str, password: str | None, group_id: str, schema: str = "public"
+    ) -> None:
         self.url, self.user, self.password = libpq_url(url), user, password
         self.group_id = group_id
+        self.settings = in_schema(CONNECTION, schema)
         self._conn: psycopg.Connection | None = None
 
     def write(self, records: Sequence[Record]) -> Written:
@@ -147,7 +157,7 @@ class Database:
             try:
                 self._conn = psycopg.connect(
                     self.url, user=user_for(self.url, self.user), password=self.password,
-                    autocommit=True, **CONNECTION,
+                    autocommit=True, **self.settings,
                 )  # fmt: skip
             except psycopg.Error as error:
                 raise Unavailable(_describe(error)) from error

@@ -87,6 +87,12 @@ def source_options(config: JobConfig) -> dict[str, str]:
     if config.bounded:
         options["scan.bounded.mode"] = "latest-offset"
         options["scan.startup.mode"] = "earliest-offset"
+    if config.read_from_ms:
+        options["scan.startup.mode"] = "timestamp"
+        options["scan.startup.timestamp-millis"] = str(config.read_from_ms)
+    if config.read_until_ms:
+        options["scan.bounded.mode"] = "timestamp"
+        options["scan.bounded.timestamp-millis"] = str(config.read_until_ms)
     return with_client_properties(options, SOURCE_FETCH, config.kafka_client_properties())
 
 
@@ -145,7 +151,7 @@ def reference_options(config: JobConfig) -> dict[str, str]:
         # first 30 s expired by the wall-clock fallback instead).
         "scan.watermark.idle-timeout": REFERENCE_IDLE_TIMEOUT,
     }
-    if config.bounded:
+    if config.bounded or config.read_until_ms:  # a job that ends reads the rules it has
         options["scan.bounded.mode"] = "latest-offset"
     return with_client_properties(options, config.kafka_client_properties())
 

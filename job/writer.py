@@ -90,9 +90,11 @@ class StoreRecords(KeyedProcessFunction):
         self.armed: dict[str, int] = {}  # when each key's timer fires
         self.failures = 0  # failed writes in a row
         password = os.environ.get(self.config.database_password_env) or self.password
+        config = self.config
         self.database = Database(
-            self.config.database_url, self.config.database_user, password, self.config.group_id
-        )
+            config.database_url, config.database_user, password, config.group_id,
+            config.database_schema,
+        )  # fmt: skip
         group = runtime_context.get_metrics_group()
         self.counters = {name: group.counter(name) for name in COUNTERS}
 

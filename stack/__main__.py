@@ -25,6 +25,11 @@ cancel         cancel the running job, no savepoint
 savepoints     the savepoints in the cluster's folder, newest first, with the code each
                came from
 jars           fetch the jars from Maven Central only
+recompute      --from T1 --until T2 [--into NAME]: the correlator (with the options after
+               --, e.g. another --rules-file) as a bounded job over that range of the type
+               topics, into topics and a PostgreSQL schema named NAME; the live job, its
+               topics and tables are untouched. Then `python -m store diff --live --against
+               NAME` (docs/operations.md, "Recompute a time range")
 
 `submit --from-savepoint PATH` (and `submit-writer --from-savepoint PATH`) resumes from a
 savepoint or a retained checkpoint; `--allow-non-restored-state` when the job no longer has
@@ -55,7 +60,7 @@ import signal
 import sys
 
 from job.config import JobConfig, WriterConfig, build_parser, parse_args
-from stack import demo, jars, lifecycle, netns, preflight, status
+from stack import demo, jars, lifecycle, netns, preflight, recompute, status
 from stack.flink import FlinkCluster
 from stack.hosts import ROLES, TASKMANAGERS, HostsCluster
 from stack.kafka import KafkaBroker, create_job_topics
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             "cancel",
             "savepoints",
             "jars",
+            "recompute",
         ],  # fmt: skip
     )
     parser.add_argument("--kafka-port", type=int, default=9092)
@@ -134,6 +140,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--writer", action="store_true", help="savepoint, stop, cancel: the writer's job"
     )
+    parser.add_argument(
+        "--from", dest="from_ms", type=recompute.instant_ms, metavar="T1",
+        help="recompute: the range's start, ISO 8601 (UTC unless a zone is given)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--until", dest="until_ms", type=recompute.instant_ms, metavar="T2",
+        help="recompute: the range's end (exclusive)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--into", metavar="NAME", help="recompute: the name of its topics and schema "
+        "(default recompute_<UTC time>)",
+    )  # fmt: skip
     # Everything after `--` is the job's (argparse would not take it after other options).
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -185,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             allow_non_restored_state=args.allow_non_restored_state,
         )  # fmt: skip
         print(f"submitted job {job_id}; web UI on {cluster.url}")
+    elif args.command == "recompute":
+        recompute_command(args, job, database_url)
     elif args.command == "topics":
         created = create_job_topics(job, args.partitions)
         print(f"created {len(created)} topic(s) on {job.bootstrap_servers}: {', '.join(created)}")
@@ -210,6 +230,32 @@ def main(argv: list[str] | None = None) -> None:
             report["open"] = status.open_transactions(database_url)
         print(json.dumps(report, indent=2) if args.json else status.render(report))
         sys.exit(0 if report["healthy"] else 1)
+
+
+def recompute_command(args, job: JobConfig, database_url: str) -> None:
+    """`stack recompute`: stack/recompute.py, then one line per figure of its summary."""
+    if args.from_ms is None or args.until_ms is None:
+        raise SystemExit("stack recompute: say --from T1 --until T2 (ISO 8601)")
+    try:
+        plan = recompute.plan(
+            job, args.from_ms, args.until_ms, args.into or recompute.default_name()
+        )
+    except ValueError as error:
+        raise SystemExit(f"stack recompute: {error}") from None
+    writer = WriterConfig()
+    print(
+        f"recomputing {plan.name}: records from {plan.job.read_from_ms} to "
+        f"{plan.job.read_until_ms} (epoch ms: the range and a transaction's life around it)"
+    )
+    summary = recompute.run(
+        plan,
+        database_url,
+        writer.database_user,
+        recompute.password_for(writer.database_password_env),
+    )
+    for key, value in summary.items():
+        print(f"  {key}: {value}")
+    print(f"compare: python -m store diff --live --against {plan.name}")
 
 
 def lifecycle_command(args, cluster: FlinkCluster | HostsCluster, job: JobConfig) -> None:

@@ -373,11 +373,17 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs the job in a local minicluster (its own JVM), with the repository's flink-conf/."""
-    env = dict(os.environ, FLINK_CONF_DIR=str(FLINK_CONF))
+def local_command(job_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run the job in a local minicluster (its own JVM),
+    with the repository's flink-conf/."""
     jar_list = ",".join(str(p) for p in jars.connector_jars())
+    command = [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args]
+    return command, dict(os.environ, FLINK_CONF_DIR=str(FLINK_CONF))
+
+
+def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs the job in a local minicluster to its end (a bounded one)."""
+    command, env = local_command(job_args)
     return subprocess.run(
-        [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )

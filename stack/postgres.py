@@ -28,6 +28,17 @@ DATABASE = "txn_correlator"
 SERVER_HOMES = Path("/var/lib/postgresql/txn-correlator")
 
 
+def _server_alive(pid_file: Path) -> bool:
+    """Whether the process a postmaster.pid names runs, and is a PostgreSQL server (its pid
+    may have been reused since)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    return b"postgres" in command
+
+
 def _bin(name: str) -> str:
     """The server binaries live in /usr/lib/postgresql/<major>/bin, not on PATH."""
     found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
@@ -78,9 +89,11 @@ class PostgresServer:
         """libpq URL of the product's database (psycopg, psql)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{DATABASE}"
 
-    def _as_postgres(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
+    def _as_postgres(
+        self, *command: str, check: bool = True, **kwargs
+    ) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run([*prefix, *command], check=True, **kwargs)
+        return subprocess.run([*prefix, *command], check=check, **kwargs)
 
     def running(self) -> bool:
         try:
@@ -132,8 +145,19 @@ class PostgresServer:
         (RUN / f"postgres-{self.port}").unlink(missing_ok=True)
 
     def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._as_postgres(
-                _bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop",
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+        """Stops the server. A pid file left by a server that is gone (killed, or the machine
+        restarted) is removed: there is nothing to stop, and `start` begins cleanly."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        stopped = self._as_postgres(
+            _bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop",
+            check=False, capture_output=True, text=True,
+        )  # fmt: skip
+        if stopped.returncode == 0 or not pid_file.exists():
+            return
+        if _server_alive(pid_file):
+            raise RuntimeError(
+                f"PostgreSQL on port {self.port} did not stop: {stopped.stderr.strip()}"
+            )
+        pid_file.unlink()

@@ -10,6 +10,10 @@ diverted [--reason R] [-n]  records the writer diverted instead of storing, newe
 diverted-value TOPIC PARTITION OFFSET
                           one diverted record's bytes, as read, to standard output
 migrate                   apply the schema in sql/migrations/
+diff --live --against NAME  the transactions whose outcome differs between the live tables
+                          and recompute NAME's (`stack recompute --into NAME`), over its
+                          range: complete/expired, missing types, kind, amends; counts by
+                          kind of change, then each one (--json: one object)
 
 Open transactions are stored when the correlator runs with --progress-interval-s.
 """
@@ -23,7 +27,7 @@ import sys
 import time
 from datetime import datetime
 
-from store import db
+from store import db, diff
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/txn_correlator"
 
@@ -55,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     value.add_argument("partition", type=int)
     value.add_argument("offset", type=int)
     commands.add_parser("migrate")
+    compare = commands.add_parser("diff")
+    compare.add_argument(
+        "--live", action="store_true", required=True, help="compare the live tables (public)"
+    )
+    compare.add_argument("--against", required=True, help="a recompute's name (--into)")
+    compare.add_argument("--json", action="store_true", help="counts and every change as JSON")
     args = parser.parse_args(argv)
 
     try:
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "diverted-value":
             raw = db.diverted_value(args.database_url, args.topic, args.partition, args.offset)
             sys.stdout.buffer.write(raw or b"")
+        elif args.command == "diff":
+            return show_diff(args.database_url, args.against, args.json)
         elif args.command == "counts":
             print(json.dumps(db.counts(args.database_url, args.since, args.until)))
         else:
@@ -80,6 +92,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def show_diff(url: str, against: str, as_json: bool) -> int:
+    """`store diff --live --against NAME`; exits 1 when any outcome differs (a check for
+    scripts), 0 when none does."""
+    try:
+        schema = db.schema_name(against)
+    except ValueError as error:
+        raise db.UnknownTransaction(str(error)) from None
+    from_ms, until_ms = db.recompute_range(url, schema)
+    live = db.outcomes(url, "public", from_ms, until_ms)
+    recomputed = db.outcomes(url, schema, from_ms, until_ms)
+    found = diff.differences(live, recomputed)
+    compared = len(live.keys() | recomputed.keys())
+    if as_json:
+        document = {
+            "from_ms": from_ms,
+            "until_ms": until_ms,
+            "compared": compared,
+            "differ": len(found),
+            "counts": diff.counts(found),
+            "changes": found,
+        }
+        print(json.dumps(document, sort_keys=True))
+    else:
+        print(diff.render(found, compared))
+    return 1 if found else 0
 
 
 def duration_ms(text: str) -> int:

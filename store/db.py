@@ -7,6 +7,7 @@ recorded in `schema_migrations`; every file is written to be idempotent as well.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
@@ -15,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from job.config import redacted
+from job.database import in_schema
 from sql import FILES
 
 MIGRATIONS = FILES / "migrations"  # the `sql` package's, so a wheel carries them
@@ -28,19 +30,38 @@ class UnknownTransaction(LookupError):
     pass
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str, schema: str = "public") -> psycopg.Connection:
+    """A connection whose tables are those of `schema` (a recompute's, `stack recompute
+    --into`; the live ones by default)."""
     try:
-        return psycopg.connect(url, row_factory=dict_row, connect_timeout=5)
+        return psycopg.connect(
+            url, row_factory=dict_row, **in_schema({"connect_timeout": 5}, schema)
+        )
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(
             f"cannot reach the database at {redacted(url)}: {error}".strip()
         ) from None
 
 
-def migrate(url: str) -> list[str]:
-    """Applies the migrations not applied yet; returns their names."""
+def schema_name(text: str) -> str:
+    """A name for a recompute's schema and topics: lower-case letters, digits and `_`,
+    starting with a letter (PostgreSQL keeps it as written, Kafka takes it in a topic)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", text) or text == "public":
+        raise ValueError(
+            f"{text!r}: a recompute's name is 1-40 lower-case letters, digits or _, "
+            "starting with a letter, and not public"
+        )
+    return text
+
+
+def migrate(url: str, schema: str = "public") -> list[str]:
+    """Applies the migrations not applied yet (in `schema`, created if need be); returns
+    their names."""
     applied = []
-    with connect(url) as conn:
+    if schema != "public":
+        with connect(url) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name(schema)}"')
+    with connect(url, schema) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -175,3 +196,48 @@ def _json_default(value):
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+# --- recomputes (`stack recompute`): their range, and the outcomes to compare -------------
+
+RECOMPUTES = """
+CREATE TABLE IF NOT EXISTS recompute_runs (
+    from_ms BIGINT NOT NULL, until_ms BIGINT NOT NULL, summary JSONB NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
+
+
+def record_recompute(url: str, schema: str, from_ms: int, until_ms: int, summary: dict) -> None:
+    """Notes a finished recompute in its own schema: `store diff` reads its range there."""
+    with connect(url, schema) as conn:
+        conn.execute(RECOMPUTES)
+        conn.execute(
+            "INSERT INTO recompute_runs (from_ms, until_ms, summary) VALUES (%s, %s, %s)",
+            (from_ms, until_ms, json.dumps(summary)),
+        )
+
+
+def recompute_range(url: str, schema: str) -> tuple[int, int]:
+    """[from, until) in epoch ms of the latest recompute stored in `schema`."""
+    with connect(url, schema) as conn:
+        exists = conn.execute("SELECT to_regclass('recompute_runs') AS t").fetchone()["t"]
+        row = None
+        if exists:
+            row = conn.execute(
+                "SELECT from_ms, until_ms FROM recompute_runs ORDER BY finished_at DESC LIMIT 1"
+            ).fetchone()
+    if row is None:
+        raise UnknownTransaction(f"no recompute stored in schema {schema!r}")
+    return row["from_ms"], row["until_ms"]
+
+
+def outcomes(url: str, schema: str, from_ms: int, until_ms: int) -> dict[str, dict]:
+    """The final outcome of each transaction that began in [from, until): what `store diff`
+    compares (open ones have none yet)."""
+    with connect(url, schema) as conn:
+        rows = conn.execute(
+            'SELECT "transaction", status, missing_types, kind, amends FROM transactions'
+            " WHERE status <> 'open' AND first_event_ms >= %s AND first_event_ms < %s",
+            (from_ms, until_ms),
+        ).fetchall()
+    return {r.pop("transaction"): r for r in rows}

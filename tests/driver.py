@@ -149,6 +149,10 @@ class TimerService:
     def _call(self, what: str) -> None:
         self.driver.calls[f"timers.{what}"] += 1
 
+    def current_watermark(self) -> int:
+        self._call("watermark")
+        return self.driver.watermark
+
     def register_event_time_timer(self, at: int) -> None:
         self._call("register")
         self.driver.timers.add((TimeDomain.EVENT_TIME, self.driver.key, at))

@@ -75,6 +75,18 @@ def test_a_partial_expires_when_the_watermark_passes_its_deadline():
     assert record["missing"] == list(TYPES[1:]) and record["expired_by"] == "event_time"
 
 
+def test_at_the_end_of_a_bounded_input_every_partial_expires_named_as_such():
+    """A bounded run (`stack recompute`) ends with event time at the end of time: every open
+    partial expires then, and says it was the end of input, not its timeout."""
+    driver = Driver()
+    driver.send("TypeA", value("TypeA", "tx-1"), event_ms=START_MS)
+    driver.send("TypeB", value("TypeB", "tx-2"), event_ms=START_MS + 10)
+    outputs = driver.advance(watermark=2**63 - 1)
+    records = {json.loads(v)["transaction"]: json.loads(v) for _, _, v in outputs}
+    assert set(records) == {"tx-1", "tx-2"}
+    assert {r["expired_by"] for r in records.values()} == {"end_of_input"}
+
+
 def test_with_quiet_input_a_partial_expires_by_the_wall_clock_after_timeout_and_grace():
     driver = Driver()
     driver.send("TypeA", value("TypeA"))
