@@ -366,7 +366,7 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings, attempt:
         broker.bootstrap,
         [config.aggregated_topic, config.expired_topic],
         cpu=system.cpu_s,
-        task_cpu=system.task_cpu_s,
+        task_cpu=system.task_cpu_s if system.task_processes_apart else None,
         keep=system.correlates,
     )
     result: dict = {
@@ -384,7 +384,7 @@ def run_system(system: System, broker: KafkaBroker, settings: Settings, attempt:
     try:
         measure_backlog(system, watcher, broker, config, settings, backlog, result)
         rate = figures.max_rate(result["throughput"])
-        if result["status"] == "complete" and rate and settings.loads:
+        if result["status"] == "complete" and rate and settings.loads and not system.bounded:
             time.sleep(settings.settle_s)
             for load in settings.loads:
                 result["latency"][str(load)] = measure_latency(

@@ -52,6 +52,11 @@ class System:
     # A correlator writes one aggregate or partial per transaction; the copy job one output
     # per input record, malformed ones included.
     correlates: bool = True
+    # Whether the processes that run the tasks are some of all it needs (Flink: the
+    # TaskManagers of client, JobManager and TaskManagers), so their CPU is shown apart.
+    task_processes_apart: bool = False
+    # A bounded system ends after the backlog: it has no latency runs.
+    bounded: bool = False
 
     def output_step_s(self, config: JobConfig) -> float:
         """How far apart output becomes visible in steps (exactly-once: the checkpoint
@@ -111,6 +116,7 @@ class FlinkCorrelator(System):
     """
 
     cluster: FlinkCluster
+    task_processes_apart = True
     parallelism: int = 1
     options: dict[str, str] = field(default_factory=dict)  # per-job Flink settings (`-D`)
     job_options: dict = field(default_factory=dict)  # JobConfig fields of this variant
@@ -316,6 +322,8 @@ class Recompute(Subprocess):
     itself. The clock includes the minicluster's start."""
 
     name = "Flink job, recompute (bounded, minicluster)"
+    bounded = True
+    _last_cpu_s: float = 0.0
 
     def command(self, config: JobConfig) -> list[str]:
         until = int(time.time() * 1000) + 3_600_000
@@ -323,6 +331,11 @@ class Recompute(Subprocess):
 
     def environment(self, config: JobConfig) -> dict[str, str]:
         return {"FLINK_CONF_DIR": str(FLINK_CONF)}
+
+    def cpu_s(self) -> float:
+        """Its CPU until the last sample before it exited (/proc forgets an ended process)."""
+        self._last_cpu_s = max(self._last_cpu_s, super().cpu_s())
+        return self._last_cpu_s
 
     def failure(self) -> str | None:
         """Only a failed run: a bounded job exits once its last outputs are committed."""

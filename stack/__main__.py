@@ -247,12 +247,15 @@ def recompute_command(args, job: JobConfig, database_url: str) -> None:
         f"recomputing {plan.name}: records from {plan.job.read_from_ms} to "
         f"{plan.job.read_until_ms} (epoch ms: the range and a transaction's life around it)"
     )
-    summary = recompute.run(
-        plan,
-        database_url,
-        writer.database_user,
-        recompute.password_for(writer.database_password_env),
-    )
+    try:
+        summary = recompute.run(
+            plan,
+            database_url,
+            writer.database_user,
+            recompute.password_for(writer.database_password_env),
+        )
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f"stack recompute: {error}") from None
     for key, value in summary.items():
         print(f"  {key}: {value}")
     print(f"compare: python -m store diff --live --against {plan.name}")

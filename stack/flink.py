@@ -13,11 +13,14 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from stack import jars
 from stack.client import write_class_archive
@@ -375,10 +378,27 @@ def code_fingerprint() -> str:
 
 def local_command(job_args: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run the job in a local minicluster (its own JVM),
-    with the repository's flink-conf/."""
+    with the repository's flink-conf/ as `minicluster_conf` adapts it."""
     jar_list = ",".join(str(p) for p in jars.connector_jars())
     command = [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args]
-    return command, dict(os.environ, FLINK_CONF_DIR=str(FLINK_CONF))
+    return command, dict(os.environ, FLINK_CONF_DIR=str(minicluster_conf()))
+
+
+def minicluster_conf() -> Path:
+    """flink-conf/ for a minicluster beside a running cluster (`stack recompute`): the same
+    state backend, checkpoints and execution mode, but the web UI on a free port instead of
+    the cluster's 8081, and no metrics reporter, so the local Prometheus neither scrapes it
+    nor counts its TaskManager, and the product's alerts never see a recompute."""
+    folder = RUN / "minicluster-conf"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in FLINK_CONF.iterdir():
+        if path.is_file() and path.name != "config.yaml":
+            shutil.copy2(path, folder / path.name)
+    conf = yaml.safe_load((FLINK_CONF / "config.yaml").read_text())
+    conf.pop("metrics", None)
+    conf["rest"] = {"bind-address": "127.0.0.1", "address": "127.0.0.1", "bind-port": "0"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    return folder
 
 
 def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,11 +228,24 @@ def _wait_gone(pid_file: Path, pid: int, timeout: float) -> bool:
     return False
 
 
-def create_job_topics(config, partitions: int | None = None) -> list[str]:
-    """Every topic the correlator reads or writes, as `JobConfig.topics` describes them, on
-    the broker the job's options name (with its client settings); returns the ones created.
-    An existing topic is kept as it is."""
+def existing_topics(config) -> set[str]:
+    """The topics on the broker the job's options name."""
+    admin = KafkaAdminClient(**kafka_settings(config.bootstrap_servers, config.kafka_properties))
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def create_job_topics(
+    config, partitions: int | None = None, only: Collection[str] | None = None
+) -> list[str]:
+    """Every topic the correlator reads or writes (or `only` those of them), as
+    `JobConfig.topics` describes them, on the broker the job's options name (with its client
+    settings); returns the ones created. An existing topic is kept as it is."""
     specs = config.topics(partitions) if partitions else config.topics()
+    if only is not None:
+        specs = [s for s in specs if s.name in only]
     admin = KafkaAdminClient(**kafka_settings(config.bootstrap_servers, config.kafka_properties))
     try:
         existing = set(admin.list_topics())

@@ -29,14 +29,14 @@ SERVER_HOMES = Path("/var/lib/postgresql/txn-correlator")
 
 
 def _server_alive(pid_file: Path) -> bool:
-    """Whether the process a postmaster.pid names runs, and is a PostgreSQL server (its pid
-    may have been reused since)."""
+    """Whether the process a postmaster.pid names runs, and is this cluster's server: a
+    postmaster works in its data folder (after a restart the pid may belong to anything,
+    another PostgreSQL's backend included)."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == pid_file.parent.resolve()
     except (OSError, ValueError, IndexError):
         return False
-    return b"postgres" in command
 
 
 def _bin(name: str) -> str:

@@ -35,7 +35,7 @@ from job.database import Database
 from job.rules import SINCE_FIRST, RuleSet
 from job.storage import Coordinates
 from stack.flink import run_local
-from stack.kafka import create_job_topics
+from stack.kafka import create_job_topics, existing_topics
 from store import db
 
 CHUNK = 1000  # records per database transaction, as the writer's chunks
@@ -84,7 +84,11 @@ def plan(live: JobConfig, from_ms: int, until_ms: int, name: str) -> Plan:
     and the reference topic, writing only to topics, a group and ids named after `name`."""
     if until_ms <= from_ms:
         raise ValueError("--until must be after --from")
+    # A closed transaction's late parts count for it (routed or amending) for the retention
+    # after it closed: read that much further on both sides, so a late part just inside the
+    # range finds its transaction, and one just after it is not missed.
     margin = margin_ms(live.rules(), len(live.types), int(live.out_of_orderness_s * 1000))
+    margin += int(live.closed_retention_s * 1000)
     job = replace(
         live,
         **live.writing_as(name),
@@ -154,11 +158,24 @@ def store_outputs(plan_: Plan, database_url: str, user: str, password: str | Non
         database.close()
 
 
+def claim(plan_: Plan, database_url: str) -> None:
+    """Creates the recompute's own topics and schema; refuses a name already used (its
+    outputs would mix with the earlier run's). Only the recompute's topics are created:
+    never an input or reference topic of the live job."""
+    taken = sorted(set(plan_.job.sink_topics) & existing_topics(plan_.job))
+    if taken or db.schema_exists(database_url, plan_.name):
+        raise ValueError(
+            f"{plan_.name!r} is taken ({', '.join(taken) or 'its schema exists'}): choose "
+            f"another --into, or drop it (DROP SCHEMA {plan_.name} CASCADE, delete its topics)"
+        )
+    create_job_topics(plan_.job, only=plan_.job.sink_topics)
+    db.migrate(database_url, plan_.name)
+
+
 def run(plan_: Plan, database_url: str, user: str, password: str | None) -> dict:
     """Runs the recompute to its end; returns its summary (also kept in its schema)."""
     job = plan_.job
-    create_job_topics(job)
-    db.migrate(database_url, plan_.name)
+    claim(plan_, database_url)
     records = records_in_range(job)
     started = time.monotonic()
     result = run_local(job.to_args(), timeout=24 * 3600)

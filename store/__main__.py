@@ -16,6 +16,8 @@ diff --live --against NAME  the transactions whose outcome differs between the l
                           kind of change, then each one (--json: one object)
 
 Open transactions are stored when the correlator runs with --progress-interval-s.
+Exit codes: 0 done (diff: no outcome differs), 1 diff: some outcome differs, 2 an error
+(the database away, no such transaction or recompute).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import re
 import sys
 import time
 from datetime import datetime
+
+import psycopg
 
 from store import db, diff
 
@@ -88,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(db.counts(args.database_url, args.since, args.until)))
         else:
             print(json.dumps({"applied": db.migrate(args.database_url)}))
-    except (db.DatabaseUnavailable, db.UnknownTransaction) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (db.DatabaseUnavailable, db.UnknownTransaction, psycopg.Error) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -207,6 +207,14 @@ CREATE TABLE IF NOT EXISTS recompute_runs (
 )"""
 
 
+def schema_exists(url: str, schema: str) -> bool:
+    with connect(url) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+        ).fetchone()
+    return found is not None
+
+
 def record_recompute(url: str, schema: str, from_ms: int, until_ms: int, summary: dict) -> None:
     """Notes a finished recompute in its own schema: `store diff` reads its range there."""
     with connect(url, schema) as conn:

@@ -56,10 +56,11 @@ def test_the_margin_is_the_longest_life_a_transaction_can_have(tmp_path):
 
 
 def test_a_recompute_reads_around_its_range_and_writes_only_its_own_topics():
-    live = JobConfig(timeout_s=120, out_of_orderness_s=5)
+    live = JobConfig(timeout_s=120, out_of_orderness_s=5, closed_retention_s=600)
     recompute = plan(live, DAY_MS, DAY_MS + DAY_LONG_MS, "fix_1").job
-    assert recompute.read_from_ms == DAY_MS - 125_000
-    assert recompute.read_until_ms == DAY_MS + DAY_LONG_MS + 125_000
+    # a transaction's life, the out-of-orderness, and the retention its late parts count in
+    assert recompute.read_from_ms == DAY_MS - 725_000
+    assert recompute.read_until_ms == DAY_MS + DAY_LONG_MS + 725_000
     assert recompute.input_topics == live.input_topics
     assert recompute.reference_topic == live.reference_topic
     assert not set(recompute.sink_topics) & set(live.sink_topics)
