@@ -202,7 +202,11 @@ def _recompute(flink, kafka, postgres, prometheus, config: JobConfig, rules: str
         "--from", DAY.isoformat(), "--until", "2001-03-05T00:00:00+00:00", "--into", name,
         job=[*config.to_args(), "--rules-file", rules],
     )  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def _recomputed(*args) -> str:
+    done = _recompute(*args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -250,7 +254,7 @@ def test_a_changed_rule_recomputed_over_a_day_names_exactly_what_it_changes(
         jobs = (correlator_id, writer_id)
         before = _settled_live_state(flink, jobs, config, writer, postgres.url)
 
-        out = _recompute(flink, kafka, postgres, prometheus, config, changed_rules, "rc_changed")
+        out = _recomputed(flink, kafka, postgres, prometheus, config, changed_rules, "rc_changed")
         print(out)  # the summary: records read, seconds, records/s
         assert "records_per_s" in out and "store diff --live --against rc_changed" in out
         code, found = _store_diff(postgres, "rc_changed")
@@ -271,7 +275,10 @@ def test_a_changed_rule_recomputed_over_a_day_names_exactly_what_it_changes(
                               and set(p.sent_types) == {"TypeA", "TypeB"})  # fmt: skip
         assert found["counts"].get("status expired -> complete") == became_complete
 
-        _recompute(flink, kafka, postgres, prometheus, config, live_rules, "rc_same")
+        _recomputed(flink, kafka, postgres, prometheus, config, live_rules, "rc_same")
+        # A name already used is refused: its outputs would mix with the earlier run's.
+        again = _recompute(flink, kafka, postgres, prometheus, config, live_rules, "rc_same")
+        assert again.returncode != 0 and "'rc_same' is taken" in again.stderr, again.stderr
         code, same = _store_diff(postgres, "rc_same")
         assert (code, same["differ"], same["compared"]) == (0, 0, len(plans))
 
