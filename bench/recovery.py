@@ -38,10 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from bench import workload
 from bench.run import Settings, bench_services, fresh_config
+from bench.watch import partitions_of
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
@@ -77,11 +78,7 @@ class FirstOutput:
             isolation_level="read_committed",
             enable_auto_commit=False,
         )
-        while not consumer.partitions_for_topic(self.topic):
-            time.sleep(0.2)
-        partitions = [
-            TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic)
-        ]
+        partitions = partitions_of(consumer, [self.topic], timeout=60)
         consumer.assign(partitions)
         consumer.seek_to_end(*partitions)
         self._ready.set()

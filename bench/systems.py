@@ -19,7 +19,7 @@ import yaml
 from bench.procs import cpu_seconds
 from bench.workload import Workload
 from job.config import JobConfig
-from stack.flink import FlinkCluster, local_command
+from stack.flink import FlinkCluster, local_command, local_environment
 from stack.paths import FLINK_CONF, PYTHON, ROOT, RUN
 from stack.submit import ENDED, submit, submit_correlator
 
@@ -327,10 +327,10 @@ class Recompute(Subprocess):
 
     def command(self, config: JobConfig) -> list[str]:
         until = int(time.time() * 1000) + 3_600_000
-        return local_command(replace(config, read_from_ms=1, read_until_ms=until).to_args())[0]
+        return local_command(replace(config, read_from_ms=1, read_until_ms=until).to_args())
 
     def environment(self, config: JobConfig) -> dict[str, str]:
-        return {"FLINK_CONF_DIR": str(FLINK_CONF)}
+        return local_environment()
 
     def cpu_s(self) -> float:
         """Its CPU until the last sample before it exited (/proc forgets an ended process)."""

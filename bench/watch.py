@@ -126,7 +126,7 @@ class Watcher:
             enable_auto_commit=False,
             max_poll_records=5000,
         )
-        partitions = _partitions(consumer, self.topics, timeout=60)
+        partitions = partitions_of(consumer, self.topics, timeout=60)
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         self._ready.set()
@@ -158,7 +158,9 @@ class Watcher:
                 self.processing.append(value["emitted_at"] - sent)
 
 
-def _partitions(consumer: KafkaConsumer, topics: list[str], timeout: float) -> list[TopicPartition]:
+def partitions_of(
+    consumer: KafkaConsumer, topics: list[str], timeout: float
+) -> list[TopicPartition]:
     """Every partition of the topics, once the consumer's metadata knows them all.
 
     Right after the topics are created the client may not know them yet and answers None or
@@ -182,7 +184,7 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float) -> list[b
         bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
     )
     try:
-        partitions = _partitions(consumer, [topic], timeout=timeout)
+        partitions = partitions_of(consumer, [topic], timeout=timeout)
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         values: list[bytes] = []

@@ -376,12 +376,17 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def local_command(job_args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The command and environment that run the job in a local minicluster (its own JVM),
-    with the repository's flink-conf/ as `minicluster_conf` adapts it."""
+def local_command(job_args: list[str]) -> list[str]:
+    """The command that runs the job in a local minicluster (its own JVM); run it with
+    `local_environment()`."""
     jar_list = ",".join(str(p) for p in jars.connector_jars())
-    command = [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args]
-    return command, dict(os.environ, FLINK_CONF_DIR=str(minicluster_conf()))
+    return [str(PYTHON), str(ROOT / "job" / "main.py"), "--jars", jar_list, *job_args]
+
+
+def local_environment() -> dict[str, str]:
+    """What a minicluster needs beside the environment: flink-conf/ as `minicluster_conf`
+    adapts it."""
+    return {"FLINK_CONF_DIR": str(minicluster_conf())}
 
 
 def minicluster_conf() -> Path:
@@ -403,7 +408,7 @@ def minicluster_conf() -> Path:
 
 def run_local(job_args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs the job in a local minicluster to its end (a bounded one)."""
-    command, env = local_command(job_args)
     return subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        local_command(job_args), env={**os.environ, **local_environment()}, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
