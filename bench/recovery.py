@@ -19,9 +19,28 @@ Scenarios, each on a cluster of its own (the benchmark's ports, 28081 and 29092)
 
 - `spare`: two TaskManagers, the job on one: Flink restarts it on the other, already
   registered, while the supervisor replaces the dead one;
+- `warm-spare`: as `spare`, but our job ran on the spare (on other topics) and was cancelled
+  before the kill: its embedded interpreter has imported PyFlink and the job already;
 - `no-spare`: one TaskManager, as when every TaskManager runs a job (the local platform runs
   the writer on the second): the job waits for the supervisor's replacement to register;
 - `cluster`: two TaskManagers, both killed: the whole-cluster restart.
+
+And the start-up the same way, on two TaskManagers under the same load, from the moment the
+`flink run` command starts (noticed: -):
+
+- `submit`: our job submitted, reading from the earliest offsets of its fresh topics;
+- `copy`: the SQL copy (bench/peers/sql_copy.py) submitted the same way: the engine's own
+  start-up, the yardstick of issue 36's goal (ours at most 3 s more);
+- `savepoint`: our job stopped with a savepoint after its warm-up, then resubmitted from it
+  (an upgrade's or a redeploy's start-up); first output: the first emitted after the resume.
+
+Every run starts on fresh TaskManagers: in thread mode a TaskManager keeps its embedded
+interpreter, and one that has run the job already imports nothing on a restore or a start,
+so which TaskManager Flink picks would otherwise decide the figure (`warm-spare` measures
+that on purpose).
+
+`--option K=V` gives Flink settings to the job alone (restart strategy, checkpoint interval,
+local recovery); `--cluster-option K=V` to the cluster (heartbeats).
 
 Results: `.bench/recovery.json` and `.bench/recovery.md`.
 """
@@ -29,27 +48,33 @@ Results: `.bench/recovery.json` and `.bench/recovery.md`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import signal
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import KafkaConsumer
 
 from bench import workload
-from bench.run import Settings, bench_services, fresh_config
+from bench.run import SYSTEMS, Settings, bench_services, fresh_config
 from bench.watch import partitions_of
+from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
 from stack.submit import submit_correlator
 
-# scenario -> (TaskManagers of the cluster, kill them all)
-SCENARIOS = {"spare": (2, False), "no-spare": (1, False), "cluster": (2, True)}
+# scenario -> TaskManagers of its cluster; "cluster" kills them all, the others the job's
+KILLS = {"spare": 2, "warm-spare": 2, "no-spare": 1, "cluster": 2}
+STARTS = {"submit": 2, "copy": 2, "savepoint": 2}
+SCENARIOS = {**KILLS, **STARTS}
 WARM_UP_CHECKPOINTS = 2  # completed checkpoints before the kill: the job is in its stride
 
 
@@ -86,7 +111,7 @@ class FirstOutput:
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.time()
                 for record in records:
-                    if json.loads(record.value).get("emitted_at", 0) > self.after_ms:
+                    if self.after_ms == -math.inf or _emitted_at(record.value) > self.after_ms:
                         self.seen_at = now
                         break
         consumer.close()
@@ -94,6 +119,13 @@ class FirstOutput:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def _emitted_at(value: bytes) -> float:
+    try:
+        return float(json.loads(value).get("emitted_at", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
@@ -118,6 +150,21 @@ def all_running(cluster: FlinkCluster, job_id: str) -> bool:
     return job.get("state") == "RUNNING" and counts.get("RUNNING", 0) == sum(counts.values()) > 0
 
 
+@contextlib.contextmanager
+def under_load(broker: KafkaBroker, rate: float) -> Iterator[tuple[JobConfig, FirstOutput]]:
+    """Fresh topics sent `rate` records/s, and a watcher of their first output."""
+    config = fresh_config(broker, Settings())
+    sender = workload.send_paced(
+        broker.bootstrap, config.topic_prefix, config.types, rate, 600, f"{config.group_id}-r"
+    )
+    watcher = FirstOutput(broker.bootstrap, config.aggregated_topic).start()
+    try:
+        yield config, watcher
+    finally:
+        watcher.stop()
+        sender.terminate()
+
+
 def one_recovery(
     scenario: str,
     broker: KafkaBroker,
@@ -128,79 +175,143 @@ def one_recovery(
 ) -> dict:
     """Submits the job (with Flink `options` for it alone), loads it at `rate`, kills, and
     times the way back."""
-    _, kill_all = SCENARIOS[scenario]
-    config = fresh_config(broker, Settings())
-    job_id = submit_correlator(cluster, config, options=options)
-    sender = workload.send_paced(
-        broker.bootstrap, config.topic_prefix, config.types, rate, 600, f"{config.group_id}-r"
-    )
-    watcher = FirstOutput(broker.bootstrap, config.aggregated_topic).start()
+    if scenario in STARTS:
+        return one_start(scenario, broker, cluster, rate, run, options)
+    cluster.restart_taskmanagers()  # every run's spare as cold as a new one, unless warmed
+    with under_load(broker, rate) as (config, watcher):
+        job_id = submit_correlator(cluster, config, options=options)
+        try:
+            if scenario == "warm-spare":
+                warm_up_spare(broker, cluster)
+            _warmed_up(cluster, job_id)
+            kill_all = scenario == "cluster"
+            victims = (
+                cluster.running_taskmanagers() if kill_all else [cluster.taskmanager_of(job_id)]
+            )
+            killed_at = time.time()
+            watcher.after_ms = killed_at * 1000
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: _restarted_at(cluster, job_id) > killed_at, 120, "the restart")
+            noticed = _restarted_at(cluster, job_id)
+            wait_for(lambda: all_running(cluster, job_id), 180, "the restored job running")
+            running = time.time()
+            wait_for(lambda: watcher.seen_at, 180, "an output after the kill")
+            return _printed(
+                {"scenario": scenario, "run": run, "killed": len(victims)},
+                killed_at,
+                noticed_s=noticed,
+                running_s=running,
+                first_output_s=watcher.seen_at,
+            )
+        finally:
+            cluster.api.cancel(job_id)
+            cluster.wait_for_taskmanagers(SCENARIOS[scenario], timeout=120)
+
+
+def one_start(
+    scenario: str,
+    broker: KafkaBroker,
+    cluster: FlinkCluster,
+    rate: float,
+    run: int,
+    options: dict[str, str] | None = None,
+) -> dict:
+    """Times a start-up under load at `rate`, from the moment `flink run` starts: submitted
+    (the command returned), every task running, first output visible."""
+    with under_load(broker, rate) as (config, watcher):
+        job_id, savepoint = None, None
+        try:
+            if scenario == "savepoint":
+                job_id = submit_correlator(cluster, config, options=options)
+                _warmed_up(cluster, job_id)
+                savepoint = cluster.api.stop_with_savepoint(job_id, cluster.savepoints)
+            # Onto fresh TaskManagers, as a deploy on new ones or an upgrade (`stack submit`
+            # restarts them for changed code) starts.
+            cluster.restart_taskmanagers()
+            started = time.time()
+            watcher.after_ms = started * 1000 if savepoint else -math.inf
+            if scenario == "copy":
+                job_id = SYSTEMS["copy"](cluster).submit(config)
+            else:
+                job_id = submit_correlator(cluster, config, restore_from=savepoint, options=options)
+            submitted = time.time()
+            wait_for(lambda: all_running(cluster, job_id), 180, "the job running")
+            running = time.time()
+            wait_for(lambda: watcher.seen_at, 180, "a first output")
+            return _printed(
+                {"scenario": scenario, "run": run},
+                started,
+                submitted_s=submitted,
+                running_s=running,
+                first_output_s=watcher.seen_at,
+            )
+        finally:
+            if job_id:
+                cluster.api.cancel(job_id)
+
+
+def warm_up_spare(broker: KafkaBroker, cluster: FlinkCluster) -> None:
+    """Runs our job on the spare TaskManager until every task runs, then cancels it: the
+    spare's embedded interpreter has then imported PyFlink and the job, as a TaskManager
+    that runs the writer has (in thread mode modules stay imported for the process's life)."""
+    job_id = submit_correlator(cluster, fresh_config(broker, Settings()))
     try:
-        wait_for(lambda: all_running(cluster, job_id), 120, "the job running")
-        wait_for(
-            lambda: completed_checkpoints(cluster, job_id) >= WARM_UP_CHECKPOINTS,
-            120,
-            f"{WARM_UP_CHECKPOINTS} checkpoints",
-        )
-        victims = cluster.running_taskmanagers() if kill_all else [cluster.taskmanager_of(job_id)]
-        killed_at = time.time()
-        watcher.after_ms = killed_at * 1000
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        result = {"scenario": scenario, "run": run, "killed": len(victims)}
-        wait_for(
-            lambda: (
-                (cluster.api.rest(f"/jobs/{job_id}", quiet=True) or {})
-                .get("timestamps", {})
-                .get("RESTARTING", 0)
-                > killed_at * 1000
-            ),
-            120,
-            "the restart",
-        )
-        noticed = cluster.api.rest(f"/jobs/{job_id}")["timestamps"]["RESTARTING"] / 1000
-        wait_for(lambda: all_running(cluster, job_id), 180, "the restored job running")
-        running = time.time()
-        wait_for(lambda: watcher.seen_at, 180, "an output after the kill")
-        result.update(
-            noticed_s=noticed - killed_at,
-            running_s=running - killed_at,
-            first_output_s=watcher.seen_at - killed_at,
-        )
-        print(
-            f"   {scenario} run {run}: noticed {result['noticed_s']:.1f} s, running "
-            f"{result['running_s']:.1f} s, first output {result['first_output_s']:.1f} s",
-            flush=True,
-        )
-        return result
+        wait_for(lambda: all_running(cluster, job_id), 120, "the warm-up job running")
     finally:
-        watcher.stop()
-        sender.terminate()
         cluster.api.cancel(job_id)
-        taskmanagers, _ = SCENARIOS[scenario]
-        cluster.wait_for_taskmanagers(taskmanagers, timeout=120)
+
+
+def _restarted_at(cluster: FlinkCluster, job_id: str) -> float:
+    """When the JobManager last put the job in RESTARTING (epoch s, its own clock)."""
+    job = cluster.api.rest(f"/jobs/{job_id}", quiet=True) or {}
+    return job.get("timestamps", {}).get("RESTARTING", 0) / 1000
+
+
+def _printed(result: dict, since: float, **moments: float) -> dict:
+    """`result` with each moment as seconds since `since`, printed."""
+    result.update({k: at - since for k, at in moments.items()})
+    shown = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s"
+                      for k, v in result.items() if k in FIGURES)  # fmt: skip
+    print(f"   {result['scenario']} run {result['run']}: {shown}", flush=True)
+    return result
+
+
+def _warmed_up(cluster: FlinkCluster, job_id: str) -> None:
+    wait_for(lambda: all_running(cluster, job_id), 120, "the job running")
+    wait_for(
+        lambda: completed_checkpoints(cluster, job_id) >= WARM_UP_CHECKPOINTS,
+        120,
+        f"{WARM_UP_CHECKPOINTS} checkpoints",
+    )
+
+
+FIGURES = ("noticed_s", "submitted_s", "running_s", "first_output_s")
 
 
 def summary(runs: list[dict]) -> dict:
     return {
         key: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-        for key in ("noticed_s", "running_s", "first_output_s")
+        for key in FIGURES
         if (v := [r[key] for r in runs if key in r])
     }
 
 
 def markdown(results: dict) -> str:
     lines = [
-        f"Recovery from `kill -9` of the job's TaskManager at {results['rate']:,.0f} records/s, "
-        f"{results['repeat']} runs each, median (min..max), seconds from the kill"
-        + "".join(f", -D {k}={v}" for k, v in results.get("options", {}).items())
+        f"Recovery from `kill -9` of the job's TaskManager, and start-up, at "
+        f"{results['rate']:,.0f} records/s, {results['repeat']} runs each, median (min..max), "
+        "seconds from the kill or from the `flink run` command"
+        + "".join(f", job -D {k}={v}" for k, v in results.get("options", {}).items())
+        + "".join(f", cluster -D {k}={v}" for k, v in results.get("cluster", {}).items())
         + ":",
         "",
-        "| scenario | noticed (RESTARTING) | every task running | first output visible |",
-        "|---|---:|---:|---:|",
+        "| scenario | noticed (RESTARTING) | submitted | every task running "
+        "| first output visible |",
+        "|---|---:|---:|---:|---:|",
     ]
     for scenario, figures in results["scenarios"].items():
-        cells = [_cell(figures.get(k)) for k in ("noticed_s", "running_s", "first_output_s")]
+        cells = [_cell(figures.get(k)) for k in FIGURES]
         lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -228,19 +339,27 @@ def main(argv: list[str] | None = None) -> None:
         help="a Flink setting for the job alone (`-D`), e.g. "
         "restart-strategy.exponential-delay.initial-backoff=100ms; repeatable",
     )
+    parser.add_argument(
+        "--cluster-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink setting for the benchmark's cluster, e.g. heartbeat.interval=1000",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".bench")
     args = parser.parse_args(argv)
     options = dict(o.split("=", 1) for o in args.option)
+    cluster_options = dict(o.split("=", 1) for o in args.cluster_option)
     results: dict = {
         "rate": args.rate,
         "repeat": args.repeat,
         "options": options,
+        "cluster": cluster_options,
         "scenarios": {},
         "runs": [],
     }
     for scenario in args.scenarios.split(","):
-        taskmanagers, _ = SCENARIOS[scenario]
-        with bench_services(taskmanagers) as (broker, cluster):
+        with bench_services(SCENARIOS[scenario], cluster_options) as (broker, cluster):
             cluster.start_supervisor()
             runs = [
                 one_recovery(scenario, broker, cluster, args.rate, n + 1, options)

@@ -393,7 +393,12 @@ def minicluster_conf() -> Path:
     """flink-conf/ for a minicluster beside a running cluster (`stack recompute`): the same
     state backend, checkpoints and execution mode, but the web UI on a free port instead of
     the cluster's 8081, and no metrics reporter, so the local Prometheus neither scrapes it
-    nor counts its TaskManager, and the product's alerts never see a recompute."""
+    nor counts its TaskManager, and the product's alerts never see a recompute.
+
+    Checkpoints go to a folder, as the cluster's do (`FlinkCluster` passes its own): without
+    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB, so a
+    recompute of a real backlog completed no checkpoint, and made no output visible, until
+    its state had shrunk at the very end."""
     folder = RUN / "minicluster-conf"
     folder.mkdir(parents=True, exist_ok=True)
     for path in FLINK_CONF.iterdir():
@@ -402,6 +407,8 @@ def minicluster_conf() -> Path:
     conf = yaml.safe_load((FLINK_CONF / "config.yaml").read_text())
     conf.pop("metrics", None)
     conf["rest"] = {"bind-address": "127.0.0.1", "address": "127.0.0.1", "bind-port": "0"}
+    checkpointing = conf.setdefault("execution", {}).setdefault("checkpointing", {})
+    checkpointing["dir"] = (RUN / "minicluster" / "checkpoints").as_uri()
     (folder / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     return folder
 

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 
 from generator.outputs import read_topics
@@ -17,7 +18,7 @@ from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from generator.verify import stored_as_emitted, verify
 from job.aggregate import Closed, Part
-from stack.submit import submit_correlator
+from stack.submit import submit_correlator, submit_writer
 
 
 class DictState:
@@ -105,6 +106,21 @@ def writer_for(config, postgres):
     from job.config import WriterConfig
 
     return WriterConfig.for_job(config, database_url=postgres.url)
+
+
+@contextlib.contextmanager
+def both_jobs(flink, config, writer) -> Iterator[tuple[str, str]]:
+    """The correlator on `config` and the `writer` submitted and running, as
+    (correlator id, writer id); both cancelled at the end, whatever happens."""
+    correlator_id = submit_correlator(flink, config)
+    writer_id = submit_writer(flink, writer)
+    try:
+        flink.api.wait_until_running(correlator_id)
+        flink.api.wait_until_running(writer_id)
+        yield correlator_id, writer_id
+    finally:
+        for job_id in (correlator_id, writer_id):
+            cancel_if_running(flink, job_id)
 
 
 def wait_until_written(flink, job_id: str, records: int, timeout: float = 120) -> float:
@@ -231,9 +247,14 @@ def fault_under_load(
         return check_exactly_once(name, flink, job_id, config, plans, recovered_s, bound_s)
     finally:
         if job_id:
-            state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
-            if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
-                flink.api.cancel(job_id)
+            cancel_if_running(flink, job_id)
+
+
+def cancel_if_running(flink, job_id: str) -> None:
+    """Cancels the job unless it has ended already (a test may have stopped it)."""
+    state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
+    if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
+        flink.api.cancel(job_id)
 
 
 def latest_outputs(config, transactions=None) -> dict[str, tuple[dict, str]]:

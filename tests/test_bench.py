@@ -101,12 +101,13 @@ def test_benchmark_smoke_run(kafka, flink, tmp_path):
     assert tmp_path / "results.md" in written
 
 
-def test_recovery_figure_on_a_killed_taskmanager(kafka, flink, tmp_path):
-    """`python -m bench recovery`'s measurement, once, on the session's cluster of two
+def test_recovery_and_savepoint_start_figures(kafka, flink, tmp_path):
+    """`python -m bench recovery`'s measurements, once each, on the session's cluster of two
     TaskManagers with the platform's supervisor: the job's TaskManager is killed under load,
     and the times from the kill (noticed, running, first output emitted after the kill) come
-    in that order, with the dead TaskManager replaced. It checks the measuring, not the
-    speed."""
+    in that order, with the dead TaskManager replaced; then a resume from a savepoint, timed
+    from its `flink run` (submitted, running, first output emitted after the resume). It
+    checks the measuring, not the speed."""
     from bench.recovery import markdown, one_recovery, summary
 
     flink.start_supervisor()
@@ -115,5 +116,17 @@ def test_recovery_figure_on_a_killed_taskmanager(kafka, flink, tmp_path):
     assert result["killed"] == 1
     assert 0 < result["noticed_s"] <= result["running_s"] <= result["first_output_s"] < 120
     assert len(flink.running_taskmanagers()) == 2  # replaced, with no command run
-    table = markdown({"rate": 500, "repeat": 1, "scenarios": {"spare": summary([result])}})
-    assert f"| spare | {result['noticed_s']:.1f} |" in table
+
+    resumed = one_recovery("savepoint", kafka, flink, rate=500, run=1)
+    assert 0 < resumed["submitted_s"] <= resumed["running_s"] <= resumed["first_output_s"] < 120
+    assert "noticed_s" not in resumed
+
+    table = markdown(
+        {
+            "rate": 500,
+            "repeat": 1,
+            "scenarios": {"spare": summary([result]), "savepoint": summary([resumed])},
+        }
+    )
+    assert f"| spare | {result['noticed_s']:.1f} | - |" in table
+    assert f"| savepoint | - | {resumed['submitted_s']:.1f} |" in table

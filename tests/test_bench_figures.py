@@ -405,3 +405,25 @@ def test_python_ceilings_pass_each_record_and_state_adds_one_put_and_one_timer()
     assert state == {"Events-TypeA": (2, 41, 1_000, row[1])}
     assert ctx.timers.registered == [6_000]
     assert list(function.on_timer(6_000, ctx)) == [] and state == {}
+
+
+def test_recovery_table_has_kills_and_starts_with_their_own_figures():
+    """A kill has no `submitted`, a start no `noticed`: each shows '-' there, and the
+    settings given to the job and to the cluster head the table."""
+    from bench.recovery import markdown, summary
+
+    kill = {"noticed_s": 2.5, "running_s": 9.0, "first_output_s": 12.0}
+    starts = [{"submitted_s": s, "running_s": s + 2, "first_output_s": s + 4} for s in (5, 7, 6)]
+    table = markdown(
+        {
+            "rate": 4000,
+            "repeat": 3,
+            "options": {"restart-strategy.exponential-delay.initial-backoff": "100ms"},
+            "cluster": {"heartbeat.interval": "1000"},
+            "scenarios": {"spare": summary([kill]), "savepoint": summary(starts)},
+        }
+    )
+    assert "job -D restart-strategy.exponential-delay.initial-backoff=100ms" in table
+    assert "cluster -D heartbeat.interval=1000" in table
+    assert "| spare | 2.5 | - | 9.0 | 12.0 |" in table
+    assert "| savepoint | - | 6.0 (5.0..7.0) | 8.0 (7.0..9.0) | 10.0 (9.0..11.0) |" in table

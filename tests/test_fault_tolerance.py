@@ -202,41 +202,45 @@ def new_job_version():
         path.write_text(original)
 
 
-def test_savepoint_resume_with_rescaling_and_new_code(flink, topics):
-    """Stop with a savepoint, change the code under job/, resubmit at parallelism 2 from the
-    savepoint: state maps back through the uids, and what comes out afterwards is the new
-    version's (`stack` restarts the idle TaskManagers so they load the new code)."""
-    upgraded_at = []
+def test_savepoint_resumes_with_new_code_then_a_new_option_rescaling_each_time(flink, topics):
+    """Stop with a savepoint, change the code under job/ and resubmit at parallelism 2 from
+    the savepoint (`stack` restarts the idle TaskManagers so they load the new code); then
+    stop with a savepoint again and resubmit at parallelism 1 with a new option (an
+    enrichment hook that adds `extra`). State maps back through the uids each time, and
+    what comes out after each step is that version's."""
+    upgraded_at: list[float] = []  # ms, when each version took over
+    recoveries: list[float] = []
 
-    def upgrade(job_id: str) -> tuple[str, float]:
+    def resume(job_id: str, config) -> str:
         started = time.time()
         savepoint = flink.api.stop_with_savepoint(job_id, flink.savepoints)
-        versions.enter_context(new_job_version())
+        if not upgraded_at:
+            versions.enter_context(new_job_version())
         upgraded_at.append(time.time() * 1000)
-        new_id = submit_correlator(flink, _config(topics, 2), restore_from=savepoint)
-        return new_id, wait_recovered(flink, new_id, started)
+        new_id = submit_correlator(flink, config, restore_from=savepoint)
+        recoveries.append(wait_recovered(flink, new_id, started))
+        return new_id
+
+    def upgrade_twice(job_id: str) -> tuple[str, float]:
+        job_id = resume(job_id, _config(topics, 2))
+        with_hook = replace(_config(topics, 1), enrich_hook="generator.hooks:speed_class")
+        return resume(job_id, with_hook), max(recoveries)
 
     with contextlib.ExitStack() as versions:
-        outputs = _scenario(flink, topics, "savepoint, new code, parallelism 1->2", upgrade)
-    before = [r.value for r in outputs if r.value["emitted_at"] < upgraded_at[0]]
-    after = [r.value for r in outputs if r.value["emitted_at"] > upgraded_at[0]]
-    assert before and after, (len(before), len(after))
-    assert all(v.get(NEW_FIELD) == 2 for v in after), "the new code did not run"
+        # A 30 s stream: both upgrades happen while it flows or its partials are pending.
+        config = _config(topics)
+        name = "savepoint, new code 1->2, then new option 2->1"
+        outputs = fault_under_load(flink, config, name, upgrade_twice, 3000, RATE, RECOVERY_BOUND_S)
+    print(f"\nrecovered in {recoveries[0]:.1f} s, then {recoveries[1]:.1f} s")
+    first, second = upgraded_at
+    before = [r.value for r in outputs if r.value["emitted_at"] < first]
+    between = [r.value for r in outputs if first < r.value["emitted_at"] < second]
+    after = [r.value for r in outputs if r.value["emitted_at"] > second]
+    assert before and between and after, (len(before), len(between), len(after))
     assert not any(NEW_FIELD in v for v in before)
-
-
-def test_savepoint_resume_with_rescaling_and_new_option(flink, topics):
-    def upgrade(job_id: str) -> tuple[str, float]:
-        started = time.time()
-        savepoint = flink.api.stop_with_savepoint(job_id, flink.savepoints)
-        # The new version adds an output field (`extra`, from an enrichment hook) and runs
-        # at another parallelism; state maps back through the operators' uids.
-        new = replace(_config(topics, 1), enrich_hook="generator.hooks:speed_class")
-        new_id = submit_correlator(flink, new, restore_from=savepoint)
-        return new_id, wait_recovered(flink, new_id, started)
-
-    outputs = _scenario(flink, topics, "savepoint, new option, parallelism 2->1", upgrade, 2)
-    assert any("extra" in r.value for r in outputs)
+    assert all(v.get(NEW_FIELD) == 2 for v in between + after), "the new code did not run"
+    assert not any("extra" in v for v in before + between)
+    assert any("extra" in v for v in after), "the new option did not apply"
 
 
 def test_whole_cluster_down_and_back(flink, topics):

@@ -77,17 +77,6 @@ def _scenario(hosts, name: str, fault: Callable[[str, JobConfig], tuple[str, flo
                      RATE, RECOVERY_BOUND_S)  # fmt: skip
 
 
-def test_checkpoints_are_in_the_object_store(hosts):
-    def look(job_id: str, config: JobConfig) -> tuple[str, float]:
-        wait_for_checkpoint_after(hosts, job_id, time.time())
-        stored = hosts.s3.objects(BUCKET, f"checkpoints/{job_id}")
-        assert any(key.endswith("/_metadata") for key in stored), stored
-        assert hosts.s3.objects(BUCKET, "ha"), "no high-availability metadata in S3"
-        return job_id, 0.0
-
-    _scenario(hosts, "checkpoints in S3", look)
-
-
 def test_the_standby_takes_over_when_the_leaders_host_dies(hosts):
     def kill_leader(job_id: str, config: JobConfig) -> tuple[str, float]:
         leader = hosts.leader()
@@ -120,12 +109,17 @@ def test_the_job_moves_to_the_other_taskmanager_when_its_host_dies(hosts):
     _scenario(hosts, "TaskManager host killed", kill_worker)
 
 
-def test_rescale_from_a_savepoint_in_s3_across_hosts(hosts):
-    """With the runbook's commands: `stack savepoint --hosts`, `stack stop --savepoint
+def test_checkpoints_in_s3_and_a_rescale_from_a_savepoint_across_hosts(hosts):
+    """The job's checkpoints and the high-availability metadata are in the object store;
+    then, with the runbook's commands: `stack savepoint --hosts`, `stack stop --savepoint
     --hosts`, `stack savepoints --hosts` (both listed with their code version), `stack submit
     --hosts --from-savepoint PATH` at parallelism 2."""
 
     def rescale(job_id: str, config: JobConfig) -> tuple[str, float]:
+        wait_for_checkpoint_after(hosts, job_id, time.time())
+        stored = hosts.s3.objects(BUCKET, f"checkpoints/{job_id}")
+        assert any(key.endswith("/_metadata") for key in stored), stored
+        assert hosts.s3.objects(BUCKET, "ha"), "no high-availability metadata in S3"
         job = config.to_args()
         taken = re.search(r"savepoint: (\S+)", _stack("savepoint", "--hosts", "--", *job))[1]
         started = time.time()

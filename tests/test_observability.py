@@ -17,8 +17,7 @@ from generator.producer import TransactionProducer
 from generator.transactions import Transaction, plan, record_value
 from job.metrics import COMPLETION, INF, arrival_offset, late_age
 from stack import status
-from stack.submit import submit_correlator, submit_writer
-from tests.kit import wait_until_written, writer_for
+from tests.kit import both_jobs, wait_until_written, writer_for
 from tests.test_dashboard import metric_names, queries
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -58,12 +57,8 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus, postg
         Transaction(f"{config.group_id}-partial-{i}", ("TypeA", "TypeB"), tuple(types[2:]))
         for i in range(3)
     ]
-    job_id = submit_correlator(flink, config)
     writer = writer_for(config, postgres)
-    writer_id = submit_writer(flink, writer)
-    try:
-        flink.api.wait_until_running(job_id)
-        flink.api.wait_until_running(writer_id)
+    with both_jobs(flink, config, writer) as (job_id, writer_id):
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(complete + partial)
             producer.send_record("TypeA", record_value(partial[0].id, "TypeA"))  # a retry
@@ -150,9 +145,6 @@ def test_counters_in_rest_prometheus_and_status(flink, topics, prometheus, postg
         )
         assert done == 10
         _dashboard_queries_run(prometheus, job_id)
-    finally:
-        flink.api.cancel(job_id)
-        flink.api.cancel(writer_id)
 
 
 def _dashboard_queries_run(prometheus, job_id: str, timeout: float = 60) -> None:

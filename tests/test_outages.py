@@ -22,9 +22,9 @@ from generator.hostile import hostile_values
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans
 from stack.paths import ROOT
-from stack.submit import submit_correlator, submit_writer
 from tests.kit import (
     Load,
+    both_jobs,
     check_stored_as_emitted,
     restarts,
     stack_command,
@@ -80,44 +80,40 @@ class Product:
 def _outages(flink, kafka, postgres, prometheus, topics, outages_s: list[float], rate: float):
     config = topics.live(timeout_s=30, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
     product = Product(flink, kafka, postgres, prometheus, config)
-    seconds = sum(outages_s) + 20 * len(outages_s) + 20
+    # Load through every outage and its catch-up: 10 s before each, 5 s after the last.
+    seconds = sum(outages_s) + 15 * len(outages_s) + 5
     plans = load_plans(int(seconds * rate), config.types, 0.1, 0.5, random.Random(7))
-    taskmanagers = flink.running_taskmanagers()
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, product.writer)
     catch_up = []
     try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
-        product.wait_healthy()
-        with Load(config, plans, rate) as load:
-            for outage_s in outages_s:
-                time.sleep(10)
-                postgres.stop()
-                away = time.monotonic()
-                time.sleep(min(outage_s, 10))
-                code, report = product.status()
-                assert code == 1, report
-                assert any("PostgreSQL" in p for p in report["problems"]), report["problems"]
-                time.sleep(max(outage_s - (time.monotonic() - away), 0))
-                up_s = product.up()
-                back = time.monotonic()
-                product.wait_healthy(timeout=240)
-                catch_up.append((outage_s, up_s, time.monotonic() - back))
-            load.join()
-        check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
-        report = product.wait_healthy()
-        assert report["writer"]["behind"] == 0
-        assert (restarts(flink, correlator_id), restarts(flink, writer_id)) == (0, 0)
-        assert flink.running_taskmanagers() == taskmanagers
-        for outage_s, up_s, healthy_s in catch_up:
-            print(
-                f"\nPostgreSQL away {outage_s:.0f} s under {rate:.0f} tx/s: `stack up` took "
-                f"{up_s:.1f} s, status healthy again (writer caught up) {healthy_s:.1f} s later"
-            )
+        with both_jobs(flink, config, product.writer) as (correlator_id, writer_id):
+            taskmanagers = flink.running_taskmanagers()  # those the jobs run on
+            product.wait_healthy()
+            with Load(config, plans, rate) as load:
+                for outage_s in outages_s:
+                    time.sleep(10)
+                    postgres.stop()
+                    away = time.monotonic()
+                    time.sleep(min(outage_s, 10))
+                    code, report = product.status()
+                    assert code == 1, report
+                    assert any("PostgreSQL" in p for p in report["problems"]), report["problems"]
+                    time.sleep(max(outage_s - (time.monotonic() - away), 0))
+                    up_s = product.up()
+                    back = time.monotonic()
+                    product.wait_healthy(timeout=240)
+                    catch_up.append((outage_s, up_s, time.monotonic() - back))
+                load.join()
+            check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
+            report = product.wait_healthy()
+            assert report["writer"]["behind"] == 0
+            assert (restarts(flink, correlator_id), restarts(flink, writer_id)) == (0, 0)
+            assert flink.running_taskmanagers() == taskmanagers
+            for outage_s, up_s, healthy_s in catch_up:
+                print(
+                    f"\nPostgreSQL away {outage_s:.0f} s under {rate:.0f} tx/s: `stack up` took "
+                    f"{up_s:.1f} s, status healthy again (writer caught up) {healthy_s:.1f} s later"
+                )
     finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
         postgres.start()
 
 
@@ -142,36 +138,31 @@ def test_hostile_records_a_10_minute_outage_and_a_killed_taskmanager_at_once(
     product = Product(flink, kafka, postgres, prometheus, config)
     product.up()  # the supervisor, which replaces the killed TaskManager
     plans = load_plans(int(700 * 20), config.types, 0.1, 0.5, random.Random(9))
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, product.writer)
     try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
-        with Load(config, plans, 20) as load:
-            time.sleep(10)
-            postgres.stop()
-            with TransactionProducer(config.bootstrap_servers, config.topic_prefix,
-                                     random.Random(10)) as producer:  # fmt: skip
-                for value in hostile_values(random.Random(11)):
-                    producer.send_raw(config.topic_of("TypeB"), value)
-            time.sleep(120)
-            os.kill(flink.taskmanager_of(writer_id), signal.SIGKILL)
-            time.sleep(480)
-            up_s = product.up()
-            back = time.monotonic()
-            load.join()
-        check_stored_as_emitted(config, postgres.url, len(plans), timeout=600)
-        report = product.wait_healthy(timeout=300)
-        assert restarts(flink, correlator_id) == 0
-        print(
-            f"\nPostgreSQL away 10 min with 300 hostile records and the writer's TaskManager "
-            f"killed: `stack up` {up_s:.1f} s, all {len(plans)} transactions stored "
-            f"{time.monotonic() - back:.0f} s after; writer restarts "
-            f"{restarts(flink, writer_id)}; status {report['healthy']}"
-        )
+        with both_jobs(flink, config, product.writer) as (correlator_id, writer_id):
+            with Load(config, plans, 20) as load:
+                time.sleep(10)
+                postgres.stop()
+                with TransactionProducer(config.bootstrap_servers, config.topic_prefix,
+                                         random.Random(10)) as producer:  # fmt: skip
+                    for value in hostile_values(random.Random(11)):
+                        producer.send_raw(config.topic_of("TypeB"), value)
+                time.sleep(120)
+                os.kill(flink.taskmanager_of(writer_id), signal.SIGKILL)
+                time.sleep(480)
+                up_s = product.up()
+                back = time.monotonic()
+                load.join()
+            check_stored_as_emitted(config, postgres.url, len(plans), timeout=600)
+            report = product.wait_healthy(timeout=300)
+            assert restarts(flink, correlator_id) == 0
+            print(
+                f"\nPostgreSQL away 10 min with 300 hostile records and the writer's TaskManager "
+                f"killed: `stack up` {up_s:.1f} s, all {len(plans)} transactions stored "
+                f"{time.monotonic() - back:.0f} s after; writer restarts "
+                f"{restarts(flink, writer_id)}; status {report['healthy']}"
+            )
     finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
         postgres.start()
 
 
@@ -183,32 +174,27 @@ def test_a_broker_restart_as_the_writer_sees_it(flink, kafka, postgres, promethe
     config = topics.live(timeout_s=10, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
     product = Product(flink, kafka, postgres, prometheus, config)
     plans = load_plans(800, config.types, 0.1, 0.5, random.Random(8))
-    taskmanagers = flink.running_taskmanagers()
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, product.writer)
     try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
-        with Load(config, plans[:400], 40) as load:
-            load.join()
-        kafka.stop()
-        time.sleep(20)
-        code, report = product.status()
-        assert code == 1 and any("Kafka" in p for p in report["problems"]), report
-        up_s = product.up()
-        back = time.monotonic()
-        with Load(config, plans[400:], 40) as load:
-            load.join()
-        check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
-        print(
-            f"\nbroker away 20 s: `stack up` took {up_s:.1f} s; all {len(plans)} transactions "
-            f"stored {time.monotonic() - back:.1f} s after it (including 10 s of new load); "
-            f"correlator restarts {restarts(flink, correlator_id)}"
-        )
-        assert restarts(flink, writer_id) == 0
-        assert flink.running_taskmanagers() == taskmanagers
-        product.wait_healthy(timeout=180)
+        with both_jobs(flink, config, product.writer) as (correlator_id, writer_id):
+            taskmanagers = flink.running_taskmanagers()  # those the jobs run on
+            with Load(config, plans[:400], 40) as load:
+                load.join()
+            kafka.stop()
+            time.sleep(20)
+            code, report = product.status()
+            assert code == 1 and any("Kafka" in p for p in report["problems"]), report
+            up_s = product.up()
+            back = time.monotonic()
+            with Load(config, plans[400:], 40) as load:
+                load.join()
+            check_stored_as_emitted(config, postgres.url, len(plans), timeout=240)
+            print(
+                f"\nbroker away 20 s: `stack up` took {up_s:.1f} s; all {len(plans)} transactions "
+                f"stored {time.monotonic() - back:.1f} s after it (including 10 s of new load); "
+                f"correlator restarts {restarts(flink, correlator_id)}"
+            )
+            assert restarts(flink, writer_id) == 0
+            assert flink.running_taskmanagers() == taskmanagers
+            product.wait_healthy(timeout=180)
     finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
         kafka.start()

@@ -14,10 +14,10 @@ import pytest
 
 from generator.producer import TransactionProducer
 from generator.transactions import load_plans, record_value
-from stack.submit import submit_correlator, submit_writer
+from stack.submit import submit_writer
 from store import __main__ as store_cli
 from store import db
-from tests.kit import wait_until_written, writer_for
+from tests.kit import both_jobs, wait_until_written, writer_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -59,11 +59,7 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
     writer = writer_for(config, postgres)
     rng = random.Random(4)
     plans = load_plans(1000, config.types, 0.1, 0.5, rng, prefix=config.group_id)
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, writer)
-    try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
+    with both_jobs(flink, config, writer) as (_, writer_id):
         started = time.monotonic()
         with TransactionProducer(config.bootstrap_servers, config.topic_prefix, rng) as producer:
             producer.send_all(plans, rate=500)
@@ -89,9 +85,12 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
         flink.api.cancel(writer_id)
         damaged, deleted = _damage(postgres.url, [r["transaction"] for r in rows], rng)
         assert _rows(postgres.url, prefix) != rows
-        writer_id = submit_writer(flink, replace(writer, from_beginning=True))
-        flink.api.wait_until_running(writer_id)
-        replay_s = wait_until_written(flink, writer_id, len(plans))
+        replay_id = submit_writer(flink, replace(writer, from_beginning=True))
+        try:
+            flink.api.wait_until_running(replay_id)
+            replay_s = wait_until_written(flink, replay_id, len(plans))
+        finally:
+            flink.api.cancel(replay_id)
         assert _rows(postgres.url, prefix) == rows, f"damaged {damaged}, deleted {deleted}"
         print(
             f"\n{len(plans)} transactions stored {stored_s:.1f}s after the load started "
@@ -99,9 +98,6 @@ def test_every_transaction_is_stored_once_and_a_replay_restores_it(flink, topics
             f"writer in {replay_s:.1f}s (~{len(plans) / replay_s:.0f} rows/s, 1 s metric "
             f"polling); table unchanged"
         )
-    finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
 
 
 def test_query_command(postgres, capsys):

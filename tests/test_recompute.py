@@ -20,6 +20,7 @@ from stack.paths import PYTHON, ROOT
 from stack.recompute import instant_ms, margin_ms, plan
 from store import db, diff
 from tests.kit import (
+    both_jobs,
     stack_command,
     wait_for_checkpoint_after,
     wait_until_written,
@@ -84,6 +85,24 @@ def test_a_recompute_name_is_a_plain_identifier(name):
 def test_instants_are_utc_unless_a_zone_is_given():
     assert instant_ms("2001-03-04") == DAY_MS
     assert instant_ms("2001-03-04T01:00:00+01:00") == DAY_MS
+
+
+def test_the_minicluster_checkpoints_to_a_folder_as_the_cluster_does():
+    """Without a checkpoint folder Flink keeps checkpoints in the JobManager's memory and
+    refuses any state over 5 MB: a recompute of a real backlog then completed no checkpoint,
+    so no output was visible, until the end. The rest of flink-conf/ is kept, but the
+    metrics reporter and the cluster's web UI port."""
+    import yaml
+
+    from stack.flink import FLINK_CONF, minicluster_conf
+
+    shipped = yaml.safe_load((FLINK_CONF / "config.yaml").read_text())
+    conf = yaml.safe_load((minicluster_conf() / "config.yaml").read_text())
+    checkpointing = conf["execution"]["checkpointing"]
+    assert checkpointing.pop("dir").startswith("file:///")
+    assert checkpointing == shipped["execution"]["checkpointing"]
+    assert conf["state"] == shipped["state"] and conf["python"] == shipped["python"]
+    assert "metrics" not in conf and conf["rest"]["bind-port"] == "0"
 
 
 def test_diff_names_each_change_and_counts_them():
@@ -231,7 +250,6 @@ def test_a_changed_rule_recomputed_over_a_day_names_exactly_what_it_changes(
     longer needing TypeC changes exactly the refunds that lacked TypeC (now complete) or
     lacked more (fewer missing), and nothing else; recomputing with the live rules changes
     nothing. The live job's topics, groups and table are the same before and after."""
-    from stack.submit import submit_correlator, submit_writer
 
     live_rules = _rules(tmp_path, "live", ("TypeA", "TypeB", "TypeC"))
     changed_rules = _rules(tmp_path, "changed", ("TypeA", "TypeB"))
@@ -242,11 +260,7 @@ def test_a_changed_rule_recomputed_over_a_day_names_exactly_what_it_changes(
     kinds = {"refund": TYPES[:3], "card": TYPES, None: TYPES}
     plans = load_plans(1200, TYPES, 0.3, 0.2, random.Random(7), kinds=kinds)
     writer = writer_for(config, postgres)
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, writer)
-    try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
+    with both_jobs(flink, config, writer) as (correlator_id, writer_id):
         _send_day(config, plans)
         wait_until_written(flink, writer_id, len(plans), timeout=240)
         stored = db.outcomes(postgres.url, "public", DAY_MS, DAY_MS + DAY_LONG_MS)
@@ -283,6 +297,3 @@ def test_a_changed_rule_recomputed_over_a_day_names_exactly_what_it_changes(
         assert (code, same["differ"], same["compared"]) == (0, 0, len(plans))
 
         assert _settled_live_state(flink, jobs, config, writer, postgres.url) == before
-    finally:
-        flink.api.cancel(correlator_id)
-        flink.api.cancel(writer_id)

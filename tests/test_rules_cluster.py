@@ -15,9 +15,9 @@ from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from generator.transactions import plan, record_value
 from stack.paths import PYTHON, ROOT
-from stack.submit import submit_correlator, submit_writer
+from stack.submit import submit_correlator
 from store import db
-from tests.kit import wait_for_checkpoint_after, writer_for
+from tests.kit import both_jobs, wait_for_checkpoint_after, writer_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -142,11 +142,7 @@ def test_an_amended_partial_replaces_its_row_in_postgresql(flink, topics, postgr
     config = topics.live(timeout_s=4, expiry_grace_s=2, late_policy="amend")
     writer = writer_for(config, postgres)
     tx = f"{config.group_id}-amended"
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, writer)
-    try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
+    with both_jobs(flink, config, writer) as (correlator_id, writer_id):
         with TransactionProducer(
             config.bootstrap_servers, config.topic_prefix, random.Random(3)
         ) as p:
@@ -163,9 +159,6 @@ def test_an_amended_partial_replaces_its_row_in_postgresql(flink, topics, postgr
         assert row["aggregate"]["amends"] == 1
         expired = _by_transaction(config, config.expired_topic, lambda rs: rs)[tx]
         assert [r.get("amends") for r in expired] == [None]  # the first partial, not amended
-    finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
 
 
 def _wait_for_row(url: str, transaction: str, until, timeout: float = 90) -> dict:

@@ -26,9 +26,8 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from generator.outputs import read_topics
 from generator.producer import TransactionProducer
 from stack.paths import PYTHON, ROOT
-from stack.submit import submit_correlator, submit_writer
 from store import db
-from tests.kit import check_stored_as_emitted, restarts, writer_for
+from tests.kit import both_jobs, check_stored_as_emitted, restarts, writer_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
@@ -48,95 +47,94 @@ def test_every_class_is_stored_or_diverted_and_nothing_restarts(flink, topics, p
     tag = config.group_id
     types = config.types
     writer = writer_for(config, postgres)
-    taskmanagers = flink.running_taskmanagers()
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, writer)
     refuse = f"{tag}-refuse-me"
     with db.connect(postgres.url) as conn:  # a real refusal by PostgreSQL, for one id
         conn.execute(
             f'ALTER TABLE transactions ADD CONSTRAINT "{tag}" CHECK ("transaction" <> \'{refuse}\')'
         )
     try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
-        ids = {
-            "nul_log": f"{tag}-nul-log",
-            "nul_nested": f"{tag}-nul-nested",
-            "planes": f"{tag}-planes-{PLANES}",
-            "huge": f"{tag}-huge",
-            "refused": refuse,
-            "plain": f"{tag}-plain",
-        }
-        with TransactionProducer(
-            config.bootstrap_servers, config.topic_prefix, random.Random(1)
-        ) as producer:
-            _send_all_types(producer, types, ids["nul_log"], {"TypeA": "a\x00b", "TypeC": "\x00"})
-            _send_all_types(producer, types, ids["planes"], {"TypeB": PLANES})
-            _send_all_types(producer, types, ids["plain"])
-            _send_all_types(producer, types, ids["refused"])
-            producer.send_record(
-                "TypeB", {"transaction": ids["nul_nested"], "log": {"deep": [{"\x00": "\x00"}]}}
-            )  # a partial: expires
-            # An aggregate of five parts just under --max-record-bytes each: about 5 MB.
-            _send_all_types(producer, types, ids["huge"], {t: "h" * (MB - 100) for t in types})
-            # Dead letters at the correlator: ids the table cannot key, a lone surrogate, and
-            # a record just under the record limit that is no JSON (its base64 is 1.33 MB).
-            _send_all_types(producer, types[:1], f"{tag}-nul-\x00-id")
-            _send_all_types(producer, types[:1], "L" * 3000)
-            producer.send_raw(config.topic_of("TypeA"), b'{"transaction": "\\ud800"}')
-            producer.send_raw(config.topic_of("TypeA"), b"\xff" * (MB - 10))
-        # Records on the output topics that no correlator wrote.
-        direct = _send_directly(config)
-
-        stored = set(ids.values()) - {refuse} | {f"{tag}-direct-5mb"}
-        latest = check_stored_as_emitted(config, postgres.url, stored)
-        assert set(latest) == stored
-        with db.connect(postgres.url) as conn:
-            rows = {
-                r["transaction"]: r
-                for r in conn.execute(
-                    'SELECT * FROM transactions WHERE "transaction" = ANY(%s)',
-                    (list(ids.values()),),
-                )
+        with both_jobs(flink, config, writer) as (correlator_id, writer_id):
+            taskmanagers = flink.running_taskmanagers()  # those the jobs run on
+            ids = {
+                "nul_log": f"{tag}-nul-log",
+                "nul_nested": f"{tag}-nul-nested",
+                "planes": f"{tag}-planes-{PLANES}",
+                "huge": f"{tag}-huge",
+                "refused": refuse,
+                "plain": f"{tag}-plain",
             }
-        # U+0000 in logs: readable in `aggregate`, exact in `aggregate_text`.
-        nul = rows[ids["nul_log"]]
-        assert nul["aggregate"]["parts"]["TypeA"]["log"] == "a\ufffdb"
-        assert json.loads(nul["aggregate_text"])["parts"]["TypeA"]["log"] == "a\x00b"
-        nested = rows[ids["nul_nested"]]
-        assert nested["status"] == "expired"
-        assert nested["aggregate"]["parts"]["TypeB"]["log"] == {"deep": [{"\ufffd": "\ufffd"}]}
-        assert rows[ids["planes"]]["aggregate"]["parts"]["TypeB"]["log"] == PLANES
-        assert rows[ids["plain"]]["aggregate_text"] is None
-        # The 5 MB aggregate: stored without its parts, which are where it says.
-        huge = rows[ids["huge"]]["aggregate"]
-        assert huge["parts"] is None and huge["status"] == "complete"
-        where = huge["omitted"]["parts_at"]["TypeD"]
-        assert json.loads(_read_at(config, where))["log"] == "h" * (MB - 100)
+            with TransactionProducer(
+                config.bootstrap_servers, config.topic_prefix, random.Random(1)
+            ) as producer:
+                _send_all_types(
+                    producer, types, ids["nul_log"], {"TypeA": "a\x00b", "TypeC": "\x00"}
+                )
+                _send_all_types(producer, types, ids["planes"], {"TypeB": PLANES})
+                _send_all_types(producer, types, ids["plain"])
+                _send_all_types(producer, types, ids["refused"])
+                producer.send_record(
+                    "TypeB", {"transaction": ids["nul_nested"], "log": {"deep": [{"\x00": "\x00"}]}}
+                )  # a partial: expires
+                # An aggregate of five parts just under --max-record-bytes each: about 5 MB.
+                _send_all_types(producer, types, ids["huge"], {t: "h" * (MB - 100) for t in types})
+                # Dead letters at the correlator: ids the table cannot key, a lone surrogate, and
+                # a record just under the record limit that is no JSON (its base64 is 1.33 MB).
+                _send_all_types(producer, types[:1], f"{tag}-nul-\x00-id")
+                _send_all_types(producer, types[:1], "L" * 3000)
+                producer.send_raw(config.topic_of("TypeA"), b'{"transaction": "\\ud800"}')
+                producer.send_raw(config.topic_of("TypeA"), b"\xff" * (MB - 10))
+            # Records on the output topics that no correlator wrote.
+            direct = _send_directly(config)
 
-        letters = read_topics(
-            config.bootstrap_servers, [config.dead_letter_topic],
-            until=lambda rs: len(rs) >= 4, timeout_s=60,
-        )  # fmt: skip
-        reasons = sorted(r.value["reason"] for r in letters)
-        assert reasons == ["bad_transaction", "bad_transaction", "not_json", "not_strict_json"]
-        big = next(r.value for r in letters if r.value["reason"] == "not_json")
-        assert big["value_base64"] is None and big["omitted"]["bytes"] > 1_300_000
-        assert _read_at(config, big, raw=True) == b"\xff" * (MB - 10)
+            stored = set(ids.values()) - {refuse} | {f"{tag}-direct-5mb"}
+            latest = check_stored_as_emitted(config, postgres.url, stored)
+            assert set(latest) == stored
+            with db.connect(postgres.url) as conn:
+                rows = {
+                    r["transaction"]: r
+                    for r in conn.execute(
+                        'SELECT * FROM transactions WHERE "transaction" = ANY(%s)',
+                        (list(ids.values()),),
+                    )
+                }
+            # U+0000 in logs: readable in `aggregate`, exact in `aggregate_text`.
+            nul = rows[ids["nul_log"]]
+            assert nul["aggregate"]["parts"]["TypeA"]["log"] == "a\ufffdb"
+            assert json.loads(nul["aggregate_text"])["parts"]["TypeA"]["log"] == "a\x00b"
+            nested = rows[ids["nul_nested"]]
+            assert nested["status"] == "expired"
+            assert nested["aggregate"]["parts"]["TypeB"]["log"] == {"deep": [{"\ufffd": "\ufffd"}]}
+            assert rows[ids["planes"]]["aggregate"]["parts"]["TypeB"]["log"] == PLANES
+            assert rows[ids["plain"]]["aggregate_text"] is None
+            # The 5 MB aggregate: stored without its parts, which are where it says.
+            huge = rows[ids["huge"]]["aggregate"]
+            assert huge["parts"] is None and huge["status"] == "complete"
+            where = huge["omitted"]["parts_at"]["TypeD"]
+            assert json.loads(_read_at(config, where))["log"] == "h" * (MB - 100)
 
-        diverted = _diverted(postgres, tag, len(direct) + 1)
-        assert {(d["topic"], d["partition"], d["offset"]): d["reason"] for d in diverted} == {
-            **direct, _coordinates(config, refuse): "refused",
-        }  # fmt: skip
-        refused = next(d for d in diverted if d["reason"] == "refused")
-        assert refused["detail"].startswith("23514")  # check_violation, PostgreSQL's reason
+            letters = read_topics(
+                config.bootstrap_servers, [config.dead_letter_topic],
+                until=lambda rs: len(rs) >= 4, timeout_s=60,
+            )  # fmt: skip
+            reasons = sorted(r.value["reason"] for r in letters)
+            assert reasons == ["bad_transaction", "bad_transaction", "not_json", "not_strict_json"]
+            big = next(r.value for r in letters if r.value["reason"] == "not_json")
+            assert big["value_base64"] is None and big["omitted"]["bytes"] > 1_300_000
+            assert _read_at(config, big, raw=True) == b"\xff" * (MB - 10)
 
-        assert (restarts(flink, correlator_id), restarts(flink, writer_id)) == (0, 0)
-        assert flink.api.rest(f"/jobs/{writer_id}/exceptions")["exceptionHistory"]["entries"] == []
-        assert flink.running_taskmanagers() == taskmanagers  # none died, none replaced
+            diverted = _diverted(postgres, tag, len(direct) + 1)
+            assert {(d["topic"], d["partition"], d["offset"]): d["reason"] for d in diverted} == {
+                **direct, _coordinates(config, refuse): "refused",
+            }  # fmt: skip
+            refused = next(d for d in diverted if d["reason"] == "refused")
+            assert refused["detail"].startswith("23514")  # check_violation, PostgreSQL's reason
+
+            assert (restarts(flink, correlator_id), restarts(flink, writer_id)) == (0, 0)
+            assert (
+                flink.api.rest(f"/jobs/{writer_id}/exceptions")["exceptionHistory"]["entries"] == []
+            )
+            assert flink.running_taskmanagers() == taskmanagers  # none died, none replaced
     finally:
-        for job_id in (correlator_id, writer_id):
-            flink.api.cancel(job_id)
         with db.connect(postgres.url) as conn:
             conn.execute(f'ALTER TABLE transactions DROP CONSTRAINT IF EXISTS "{tag}"')
 
