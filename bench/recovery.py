@@ -69,7 +69,7 @@ from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
-from stack.submit import submit_correlator
+from stack.submit import ENDED, submit_correlator
 
 # scenario -> TaskManagers of its cluster; "cluster" kills them all, the others the job's
 KILLS = {"spare": 2, "warm-spare": 2, "no-spare": 1, "cluster": 2}
@@ -157,11 +157,13 @@ def under_load(broker: KafkaBroker, rate: float) -> Iterator[tuple[JobConfig, Fi
     sender = workload.send_paced(
         broker.bootstrap, config.topic_prefix, config.types, rate, 600, f"{config.group_id}-r"
     )
-    watcher = FirstOutput(broker.bootstrap, config.aggregated_topic).start()
     try:
-        yield config, watcher
+        watcher = FirstOutput(broker.bootstrap, config.aggregated_topic).start()
+        try:
+            yield config, watcher
+        finally:
+            watcher.stop()
     finally:
-        watcher.stop()
         sender.terminate()
 
 
@@ -247,7 +249,7 @@ def one_start(
                 first_output_s=watcher.seen_at,
             )
         finally:
-            if job_id:
+            if job_id and not _ended(cluster, job_id):
                 cluster.api.cancel(job_id)
 
 
@@ -260,6 +262,12 @@ def warm_up_spare(broker: KafkaBroker, cluster: FlinkCluster) -> None:
         wait_for(lambda: all_running(cluster, job_id), 120, "the warm-up job running")
     finally:
         cluster.api.cancel(job_id)
+
+
+def _ended(cluster: FlinkCluster, job_id: str) -> bool:
+    """The job has ended (a stop with a savepoint finishes it): nothing to cancel."""
+    job = cluster.api.rest(f"/jobs/{job_id}", quiet=True) or {}
+    return job.get("state") in ENDED
 
 
 def _restarted_at(cluster: FlinkCluster, job_id: str) -> float:

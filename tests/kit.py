@@ -112,14 +112,16 @@ def writer_for(config, postgres):
 def both_jobs(flink, config, writer) -> Iterator[tuple[str, str]]:
     """The correlator on `config` and the `writer` submitted and running, as
     (correlator id, writer id); both cancelled at the end, whatever happens."""
-    correlator_id = submit_correlator(flink, config)
-    writer_id = submit_writer(flink, writer)
+    submitted: list[str] = []
     try:
-        flink.api.wait_until_running(correlator_id)
-        flink.api.wait_until_running(writer_id)
+        submitted.append(submit_correlator(flink, config))
+        submitted.append(submit_writer(flink, writer))
+        for job_id in submitted:
+            flink.api.wait_until_running(job_id)
+        correlator_id, writer_id = submitted
         yield correlator_id, writer_id
     finally:
-        for job_id in (correlator_id, writer_id):
+        for job_id in submitted:
             cancel_if_running(flink, job_id)
 
 

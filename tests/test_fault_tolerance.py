@@ -27,6 +27,7 @@ from stack.paths import ROOT
 from stack.submit import submit_correlator
 from tests.kit import (
     Load,
+    cancel_if_running,
     fault_under_load,
     stack_command,
     wait_for_checkpoint_after,
@@ -210,6 +211,7 @@ def test_savepoint_resumes_with_new_code_then_a_new_option_rescaling_each_time(f
     what comes out after each step is that version's."""
     upgraded_at: list[float] = []  # ms, when each version took over
     recoveries: list[float] = []
+    resumed: list[str] = []  # cancelled at the end, whatever happens
 
     def resume(job_id: str, config) -> str:
         started = time.time()
@@ -217,9 +219,9 @@ def test_savepoint_resumes_with_new_code_then_a_new_option_rescaling_each_time(f
         if not upgraded_at:
             versions.enter_context(new_job_version())
         upgraded_at.append(time.time() * 1000)
-        new_id = submit_correlator(flink, config, restore_from=savepoint)
-        recoveries.append(wait_recovered(flink, new_id, started))
-        return new_id
+        resumed.append(submit_correlator(flink, config, restore_from=savepoint))
+        recoveries.append(wait_recovered(flink, resumed[-1], started))
+        return resumed[-1]
 
     def upgrade_twice(job_id: str) -> tuple[str, float]:
         job_id = resume(job_id, _config(topics, 2))
@@ -227,6 +229,7 @@ def test_savepoint_resumes_with_new_code_then_a_new_option_rescaling_each_time(f
         return resume(job_id, with_hook), max(recoveries)
 
     with contextlib.ExitStack() as versions:
+        versions.callback(lambda: [cancel_if_running(flink, job_id) for job_id in resumed])
         # A 30 s stream: both upgrades happen while it flows or its partials are pending.
         config = _config(topics)
         name = "savepoint, new code 1->2, then new option 2->1"

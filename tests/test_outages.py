@@ -80,7 +80,7 @@ class Product:
 def _outages(flink, kafka, postgres, prometheus, topics, outages_s: list[float], rate: float):
     config = topics.live(timeout_s=30, expiry_grace_s=5, job_name=f"c-{topics.config.group_id}")
     product = Product(flink, kafka, postgres, prometheus, config)
-    # Load through every outage and its catch-up: 10 s before each, 5 s after the last.
+    # Load through every outage: 10 s before each, then about 5 s for its `stack up`.
     seconds = sum(outages_s) + 15 * len(outages_s) + 5
     plans = load_plans(int(seconds * rate), config.types, 0.1, 0.5, random.Random(7))
     catch_up = []
