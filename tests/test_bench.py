@@ -118,7 +118,9 @@ def test_recovery_and_savepoint_start_figures(kafka, flink, tmp_path):
     assert len(flink.running_taskmanagers()) == 2  # replaced, with no command run
 
     resumed = one_recovery("savepoint", kafka, flink, rate=500, run=1)
-    assert 0 < resumed["submitted_s"] <= resumed["running_s"] <= resumed["first_output_s"] < 120
+    # `flink run -d` returns when the job is accepted; its tasks may run before it exits.
+    assert 0 < resumed["submitted_s"] < 120 and resumed["running_s"] > 0
+    assert resumed["running_s"] <= resumed["first_output_s"] < 120
     assert "noticed_s" not in resumed
 
     table = markdown(
