@@ -22,7 +22,6 @@ from pathlib import Path
 
 import yaml
 
-from job.config import LOCAL_FLINK_CONF
 from stack import jars
 from stack.client import write_class_archive
 from stack.flink_rest import FlinkRest
@@ -387,8 +386,7 @@ def local_command(job_args: list[str]) -> list[str]:
 def local_environment() -> dict[str, str]:
     """What a minicluster needs beside the environment: flink-conf/ as `minicluster_conf`
     adapts it."""
-    conf = str(minicluster_conf())
-    return {"FLINK_CONF_DIR": conf, LOCAL_FLINK_CONF: conf}
+    return {"FLINK_CONF_DIR": str(minicluster_conf())}
 
 
 def minicluster_conf() -> Path:
@@ -398,9 +396,9 @@ def minicluster_conf() -> Path:
     nor counts its TaskManager, and the product's alerts never see a recompute.
 
     Checkpoints go to a folder, as the cluster's do (`FlinkCluster` passes its own): without
-    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB. A
-    local run applies the job's settings of this folder itself (`job.pipeline.local_settings`,
-    named by `LOCAL_FLINK_CONF`): Flink reads no configuration file for a local run."""
+    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB, so a
+    recompute of a real backlog completed no checkpoint, and made no output visible, until
+    its state had shrunk at the very end."""
     folder = RUN / "minicluster-conf"
     folder.mkdir(parents=True, exist_ok=True)
     for path in FLINK_CONF.iterdir():
