@@ -396,9 +396,8 @@ def minicluster_conf() -> Path:
     nor counts its TaskManager, and the product's alerts never see a recompute.
 
     Checkpoints go to a folder, as the cluster's do (`FlinkCluster` passes its own): without
-    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB, so a
-    recompute of a real backlog completed no checkpoint, and made no output visible, until
-    its state had shrunk at the very end."""
+    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB. (A
+    local run does not apply this file's job settings yet: docs/benchmark.md, recompute.)"""
     folder = RUN / "minicluster-conf"
     folder.mkdir(parents=True, exist_ok=True)
     for path in FLINK_CONF.iterdir():

@@ -89,9 +89,8 @@ def test_instants_are_utc_unless_a_zone_is_given():
 
 def test_the_minicluster_checkpoints_to_a_folder_as_the_cluster_does():
     """Without a checkpoint folder Flink keeps checkpoints in the JobManager's memory and
-    refuses any state over 5 MB: a recompute of a real backlog then completed no checkpoint,
-    so no output was visible, until the end. The rest of flink-conf/ is kept, but the
-    metrics reporter and the cluster's web UI port."""
+    refuses any state over 5 MB. The rest of flink-conf/ is kept, but the metrics reporter
+    and the cluster's web UI port."""
     import yaml
 
     from stack.flink import FLINK_CONF, minicluster_conf
