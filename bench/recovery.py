@@ -69,7 +69,7 @@ from job.config import JobConfig
 from stack.flink import FlinkCluster
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
-from stack.submit import ENDED, submit_correlator
+from stack.submit import submit_correlator
 
 # scenario -> TaskManagers of its cluster; "cluster" kills them all, the others the job's
 KILLS = {"spare": 2, "warm-spare": 2, "no-spare": 1, "cluster": 2}
@@ -249,8 +249,8 @@ def one_start(
                 first_output_s=watcher.seen_at,
             )
         finally:
-            if job_id and not _ended(cluster, job_id):
-                cluster.api.cancel(job_id)
+            if job_id:
+                cluster.api.cancel_if_running(job_id)
 
 
 def warm_up_spare(broker: KafkaBroker, cluster: FlinkCluster) -> None:
@@ -279,12 +279,6 @@ def running_since(cluster: FlinkCluster, job_id: str) -> float:
         )
         / 1000
     )
-
-
-def _ended(cluster: FlinkCluster, job_id: str) -> bool:
-    """The job has ended (a stop with a savepoint finishes it): nothing to cancel."""
-    job = cluster.api.rest(f"/jobs/{job_id}", quiet=True) or {}
-    return job.get("state") in ENDED
 
 
 def _restarted_at(cluster: FlinkCluster, job_id: str) -> float:

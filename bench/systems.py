@@ -20,8 +20,9 @@ from bench.procs import cpu_seconds
 from bench.workload import Workload
 from job.config import JobConfig
 from stack.flink import FlinkCluster, local_command, local_environment
+from stack.flink_rest import ENDED
 from stack.paths import FLINK_CONF, PYTHON, ROOT, RUN
-from stack.submit import ENDED, submit, submit_correlator
+from stack.submit import submit, submit_correlator
 
 FAUST_PYTHON = ROOT / ".cache" / "faust-venv" / "bin" / "python"
 
@@ -150,9 +151,7 @@ class FlinkCorrelator(System):
 
     def stop(self) -> None:
         if self.job_id:
-            job = self.cluster.api.rest(f"/jobs/{self.job_id}", quiet=True)
-            if job is not None and job["state"] not in ENDED:
-                self.cluster.api.cancel(self.job_id)
+            self.cluster.api.cancel_if_running(self.job_id)
             self.job_id = None
 
     def failure(self) -> str | None:

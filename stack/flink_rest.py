@@ -9,12 +9,17 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 _NAMES_PER_REQUEST = 40  # metric ids of up to ~80 characters each: URLs under 4 KB
 _FETCH_LANDS_S = 0.5  # a metric fetch from the TaskManagers took milliseconds here
+
+
+# The states a job never leaves.
+ENDED = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class FlinkRest:
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview")["jobs"]
 
-    def wait_for_state(self, job_id: str, states: set[str], timeout: float = 120) -> str:
+    def wait_for_state(self, job_id: str, states: Set[str], timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
         while True:
             state = self.rest(f"/jobs/{job_id}")["state"]
@@ -52,7 +57,7 @@ class FlinkRest:
         deadline = time.monotonic() + timeout
         while True:
             job = self.rest(f"/jobs/{job_id}")
-            if job["state"] in {"FAILED", "CANCELED", "FINISHED"}:
+            if job["state"] in ENDED:
                 raise RuntimeError(f"job {job_id} ended as {job['state']}")
             counts = job.get("status-counts", {})
             if job["state"] == "RUNNING" and counts.get("RUNNING", 0) == sum(counts.values()):
@@ -108,7 +113,14 @@ class FlinkRest:
 
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}", method="PATCH")
-        self.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"})
+        self.wait_for_state(job_id, ENDED)
+
+    def cancel_if_running(self, job_id: str) -> None:
+        """Cancels the job unless it has ended already (stopped with a savepoint, failed,
+        cancelled before) or is unknown."""
+        job = self.rest(f"/jobs/{job_id}", quiet=True)
+        if job is not None and job["state"] not in ENDED:
+            self.cancel(job_id)
 
     def savepoint(self, job_id: str, directory: Path | str, timeout: float = 120) -> str:
         """Takes a savepoint of a running job (`flink savepoint`), which goes on running,
@@ -139,7 +151,7 @@ class FlinkRest:
                     cause = operation["failure-cause"].get("stack-trace", "").splitlines()
                     raise RuntimeError(f"savepoint failed: {cause[0] if cause else operation}")
                 if stops:
-                    self.wait_for_state(job_id, {"FINISHED", "CANCELED", "FAILED"})
+                    self.wait_for_state(job_id, ENDED)
                 return operation["location"]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"savepoint of {job_id} did not complete")

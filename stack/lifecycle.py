@@ -18,11 +18,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from stack.flink import code_fingerprint
+from stack.flink_rest import ENDED
 from stack.paths import ROOT, RUN
 
 NOTE = "txn-correlator.json"
 LEDGER = RUN / "savepoints.jsonl"  # notes of savepoints taken in an object store
-ENDED = {"FINISHED", "CANCELED", "FAILED"}
 
 
 def running_job(api, name: str) -> str:

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 from job.config import JobConfig, WriterConfig
 from stack.client import flink_client
 from stack.flink import FlinkCluster, code_fingerprint
+from stack.flink_rest import ENDED
 from stack.paths import PYTHON, ROOT
 
 if TYPE_CHECKING:
     from stack.hosts import HostsCluster
-
-ENDED = {"FINISHED", "CANCELED", "FAILED"}
 
 
 def ensure_fresh_code(cluster: FlinkCluster | HostsCluster) -> None:

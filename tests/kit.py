@@ -122,7 +122,7 @@ def both_jobs(flink, config, writer) -> Iterator[tuple[str, str]]:
         yield correlator_id, writer_id
     finally:
         for job_id in submitted:
-            cancel_if_running(flink, job_id)
+            flink.api.cancel_if_running(job_id)
 
 
 def wait_until_written(flink, job_id: str, records: int, timeout: float = 120) -> float:
@@ -249,14 +249,7 @@ def fault_under_load(
         return check_exactly_once(name, flink, job_id, config, plans, recovered_s, bound_s)
     finally:
         if job_id:
-            cancel_if_running(flink, job_id)
-
-
-def cancel_if_running(flink, job_id: str) -> None:
-    """Cancels the job unless it has ended already (a test may have stopped it)."""
-    state = flink.api.rest(f"/jobs/{job_id}", quiet=True)
-    if state and state["state"] not in {"CANCELED", "FINISHED", "FAILED"}:
-        flink.api.cancel(job_id)
+            flink.api.cancel_if_running(job_id)
 
 
 def latest_outputs(config, transactions=None) -> dict[str, tuple[dict, str]]:

@@ -27,7 +27,6 @@ from stack.paths import ROOT
 from stack.submit import submit_correlator
 from tests.kit import (
     Load,
-    cancel_if_running,
     fault_under_load,
     stack_command,
     wait_for_checkpoint_after,
@@ -229,7 +228,7 @@ def test_savepoint_resumes_with_new_code_then_a_new_option_rescaling_each_time(f
         return resume(job_id, with_hook), max(recoveries)
 
     with contextlib.ExitStack() as versions:
-        versions.callback(lambda: [cancel_if_running(flink, job_id) for job_id in resumed])
+        versions.callback(lambda: [flink.api.cancel_if_running(job_id) for job_id in resumed])
         # A 30 s stream: both upgrades happen while it flows or its partials are pending.
         config = _config(topics)
         name = "savepoint, new code 1->2, then new option 2->1"
