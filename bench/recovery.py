@@ -234,7 +234,9 @@ def one_start(
             started = time.time()
             watcher.after_ms = started * 1000 if savepoint else -math.inf
             if scenario == "copy":
-                job_id = SYSTEMS["copy"](cluster).submit(config)
+                copy = SYSTEMS["copy"](cluster)
+                copy.options = dict(options or {})  # the same job options as ours
+                job_id = copy.submit(config)
             else:
                 job_id = submit_correlator(cluster, config, restore_from=savepoint, options=options)
             submitted = time.time()

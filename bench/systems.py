@@ -218,6 +218,7 @@ class FlinkSqlCopy(FlinkCorrelator):
             config.to_args(),
             script="bench/peers/sql_copy.py",
             python_per_record=False,
+            options=self.options,
         )
 
 
@@ -242,6 +243,7 @@ class PythonCeiling(FlinkCorrelator):
             self.cluster,
             ["--ceiling", self.ceiling, *config.to_args()],
             script="bench/peers/python_ceiling.py",
+            options=self.options,
         )
 
 

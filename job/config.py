@@ -27,6 +27,11 @@ MAX_OUTPUT_BYTES = 1_000_000
 MIN_OUTPUT_BYTES = 65_536
 
 
+# The environment variable naming the flink-conf/ folder a local minicluster run applies
+# (`job.pipeline.local_settings`); `stack.flink.local_environment()` sets it.
+LOCAL_FLINK_CONF = "TXN_LOCAL_FLINK_CONF"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic the job reads or writes, as every tool and deployment file must create it."""

@@ -10,18 +10,59 @@ in `flink-conf/config.yaml`; only what the job's own options change is set here.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import yaml
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-from job.config import JobConfig
+from job.config import LOCAL_FLINK_CONF, JobConfig
 from job.correlate import REFERENCE, Correlate
 from job.sinks import OUTPUT_TYPE, write_output_records
 from job.sources import keyed_input_records, reference_records
 
 
+def local_settings() -> dict[str, str]:
+    """The settings of `$TXN_LOCAL_FLINK_CONF/config.yaml` as Flink's flat keys, or none.
+
+    A local run (`python job/main.py`: a minicluster in this process, as `stack recompute`
+    runs the job) reads no flink-conf/: Flink applies a configuration file only for `flink
+    run` and the cluster's processes. Measured: without it the recompute ran in process mode,
+    at parallelism 2 (the cores) and with no checkpoint, so every output waited for the end.
+    `stack.flink.local_environment()` names the folder."""
+    folder = os.environ.get(LOCAL_FLINK_CONF)
+    if not folder:
+        return {}
+    tree = yaml.safe_load((Path(folder) / "config.yaml").read_text()) or {}
+    return {k: v for k, v in flat_settings(tree).items() if k.startswith(JOB_SETTINGS)}
+
+
+# What a local run takes from the file: the job's own settings. The processes' (ports,
+# memory, heartbeats) stay the minicluster's: the cluster's RPC port would clash.
+JOB_SETTINGS = ("parallelism.", "pipeline.", "python.", "state.", "execution.", "restart-strategy.",
+                "table.")  # fmt: skip
+
+
+def flat_settings(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Flink's nested YAML as its flat keys (`{"a": {"b": 1}}` -> `{"a.b": "1"}`)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{name}."))
+        elif isinstance(value, bool):
+            flat[name] = str(value).lower()
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 def environment(config: JobConfig) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     settings = Configuration()
+    for key, value in local_settings().items():
+        settings.set_string(key, value)
     if config.jars:
         settings.set_string("pipeline.jars", ";".join(_as_url(j) for j in config.jars))
     env = StreamExecutionEnvironment.get_execution_environment(settings)

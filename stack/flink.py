@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from job.config import LOCAL_FLINK_CONF
 from stack import jars
 from stack.client import write_class_archive
 from stack.flink_rest import FlinkRest
@@ -386,7 +387,17 @@ def local_command(job_args: list[str]) -> list[str]:
 def local_environment() -> dict[str, str]:
     """What a minicluster needs beside the environment: flink-conf/ as `minicluster_conf`
     adapts it."""
-    return {"FLINK_CONF_DIR": str(minicluster_conf())}
+    conf = str(minicluster_conf())
+    # In thread mode the TaskManager embeds the `python` PATH finds, whatever
+    # `python.executable` says (measured: `No module named 'pemja'` from the system's
+    # interpreter); the cluster's processes get the same PATH (`FlinkCluster.env`).
+    path = f"{PYTHON.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {"FLINK_CONF_DIR": conf, LOCAL_FLINK_CONF: conf, "PATH": path}
+
+
+# A bounded run must end: a few restarts for a passing fault, then the failure, where the
+# cluster's job restarts forever (a recompute of bad rules would hang for its 24 h timeout).
+BOUNDED_RUN_RESTARTS = {"type": "fixed-delay", "fixed-delay": {"attempts": 3, "delay": "2s"}}
 
 
 def minicluster_conf() -> Path:
@@ -396,8 +407,10 @@ def minicluster_conf() -> Path:
     nor counts its TaskManager, and the product's alerts never see a recompute.
 
     Checkpoints go to a folder, as the cluster's do (`FlinkCluster` passes its own): without
-    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB. (A
-    local run does not apply this file's job settings yet: docs/benchmark.md, recompute.)"""
+    one Flink keeps them in the JobManager's memory, which refuses a state over 5 MB.
+
+    Flink reads no configuration file for a local run: the run applies this folder's job
+    settings itself (`job.pipeline.local_settings`, named by `LOCAL_FLINK_CONF`)."""
     folder = RUN / "minicluster-conf"
     folder.mkdir(parents=True, exist_ok=True)
     for path in FLINK_CONF.iterdir():
@@ -408,6 +421,7 @@ def minicluster_conf() -> Path:
     conf["rest"] = {"bind-address": "127.0.0.1", "address": "127.0.0.1", "bind-port": "0"}
     checkpointing = conf.setdefault("execution", {}).setdefault("checkpointing", {})
     checkpointing["dir"] = (RUN / "minicluster" / "checkpoints").as_uri()
+    conf["restart-strategy"] = BOUNDED_RUN_RESTARTS
     (folder / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     return folder
 

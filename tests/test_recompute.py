@@ -4,6 +4,7 @@ diff as plain functions, then a day of traffic on the real broker, cluster and d
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -89,8 +90,8 @@ def test_instants_are_utc_unless_a_zone_is_given():
 
 def test_the_minicluster_checkpoints_to_a_folder_as_the_cluster_does():
     """Without a checkpoint folder Flink keeps checkpoints in the JobManager's memory and
-    refuses any state over 5 MB. The rest of flink-conf/ is kept, but the metrics reporter
-    and the cluster's web UI port."""
+    refuses any state over 5 MB. The rest of flink-conf/ is kept, but the metrics reporter,
+    the cluster's web UI port and its endless restarts."""
     import yaml
 
     from stack.flink import FLINK_CONF, minicluster_conf
@@ -102,6 +103,33 @@ def test_the_minicluster_checkpoints_to_a_folder_as_the_cluster_does():
     assert checkpointing == shipped["execution"]["checkpointing"]
     assert conf["state"] == shipped["state"] and conf["python"] == shipped["python"]
     assert "metrics" not in conf and conf["rest"]["bind-port"] == "0"
+    assert conf["restart-strategy"]["fixed-delay"]["attempts"] == 3
+
+
+def test_a_local_run_applies_the_minicluster_conf(monkeypatch):
+    """A local run (`python job/main.py`) applies the folder `local_environment()` names:
+    thread mode, parallelism 1, RocksDB and checkpoints every 5 s into a folder, as on the
+    cluster. Without it the recompute's minicluster ran in process mode at parallelism 2 with
+    no checkpoint, so its outputs waited for the end."""
+    from job.config import LOCAL_FLINK_CONF
+    from job.pipeline import local_settings
+    from stack.flink import local_environment
+    from stack.paths import PYTHON
+
+    monkeypatch.delenv(LOCAL_FLINK_CONF, raising=False)
+    assert local_settings() == {}  # `flink run`: the cluster's configuration applies
+    monkeypatch.setenv(LOCAL_FLINK_CONF, local_environment()[LOCAL_FLINK_CONF])
+    settings = local_settings()
+    assert settings["python.execution-mode"] == "thread"
+    # The interpreter thread mode embeds is the `python` on PATH: the venv's, with PEMJA.
+    assert local_environment()["PATH"].split(os.pathsep)[0] == str(PYTHON.parent)
+    assert settings["parallelism.default"] == "1"
+    assert settings["state.backend.type"] == "rocksdb"
+    assert settings["execution.checkpointing.interval"] == "5s"
+    assert settings["execution.checkpointing.incremental"] == "true"
+    assert settings["execution.checkpointing.dir"].startswith("file:///")
+    assert settings["restart-strategy.type"] == "fixed-delay"
+    assert not any(k.startswith(("jobmanager.", "taskmanager.", "rest.", "env.")) for k in settings)
 
 
 def test_diff_names_each_change_and_counts_them():
