@@ -26,7 +26,7 @@ from job.config import LOCAL_FLINK_CONF
 from stack import jars
 from stack.client import write_class_archive
 from stack.flink_rest import FlinkRest
-from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, ROOT, RUN
+from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, ROOT, RUN, path_with_venv
 
 
 @dataclass
@@ -85,7 +85,7 @@ class FlinkCluster:
             FLINK_LIB_DIR=str(self.lib),
             FLINK_LOG_DIR=str(self.home / "log"),
             FLINK_PID_DIR=str(self.home),
-            PATH=f"{PYTHON.parent}{os.pathsep}{env.get('PATH', '')}",
+            PATH=path_with_venv(),
         )
         return env
 
@@ -386,13 +386,9 @@ def local_command(job_args: list[str]) -> list[str]:
 
 def local_environment() -> dict[str, str]:
     """What a minicluster needs beside the environment: flink-conf/ as `minicluster_conf`
-    adapts it."""
+    adapts it, and the venv's `python` first on PATH, as for the cluster's processes."""
     conf = str(minicluster_conf())
-    # In thread mode the TaskManager embeds the `python` PATH finds, whatever
-    # `python.executable` says (measured: `No module named 'pemja'` from the system's
-    # interpreter); the cluster's processes get the same PATH (`FlinkCluster.env`).
-    path = f"{PYTHON.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {"FLINK_CONF_DIR": conf, LOCAL_FLINK_CONF: conf, "PATH": path}
+    return {"FLINK_CONF_DIR": conf, LOCAL_FLINK_CONF: conf, "PATH": path_with_venv()}
 
 
 # A bounded run must end: a few restarts for a passing fault, then the failure, where the

@@ -45,7 +45,7 @@ from stack.flink import link_lib
 from stack.flink_rest import FlinkRest
 from stack.kafka import KafkaBroker, create_job_topics
 from stack.netns import Host, Network
-from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, RUN
+from stack.paths import FLINK_CONF, FLINK_HOME, PYTHON, RUN, path_with_venv
 from stack.s3 import CREDENTIAL_VARIABLES, S3Server
 from stack.zookeeper import ZooKeeperServer
 
@@ -301,7 +301,7 @@ class HostsCluster:
             "FLINK_LIB_DIR": str(lib),
             "FLINK_PLUGINS_DIR": str(self._plugins()),
             "TMPDIR": str(folder / "tmp"),
-            "PATH": f"{PYTHON.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": path_with_venv(),
         }
 
     def env(self) -> dict[str, str]:
@@ -314,7 +314,7 @@ class HostsCluster:
             "FLINK_CONF_DIR": str(self.conf_dir("client", None)),
             "FLINK_LIB_DIR": str(lib),
             "FLINK_PLUGINS_DIR": str(self._plugins()),
-            "PATH": f"{PYTHON.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": path_with_venv(),
         }
 
     def submit_options(self) -> list[str]:
